@@ -1,0 +1,147 @@
+/* kv_alloc.h - the layer-wise KV metadata allocator (pure C, no device calls).
+ *
+ * The scheduler (coordinator/), the simulator (sim/) and tests use it; it
+ * decides which block of which tier holds which tokens of which layer of which
+ * sequence. Workers mirror its decisions through step-plan deltas and own the
+ * memory (kvstore/kv_pool.h).
+ *
+ * Model: three tiers (DEVICE, HOST, REMOTE), each a pool of n_blocks
+ * layer-blocks; a layer-block holds K and V of block_size tokens of ONE layer.
+ * Each (sequence, layer) has one block table (a list of block indices, all in
+ * one tier) and a residency: NONE (no tokens yet), DEVICE, HOST, REMOTE, or
+ * MOVING (a move to another tier is in flight; the source blocks are read by
+ * the copy and cannot be freed or reused until move_end/move_abort).
+ *
+ * Invariants (lkv_kv_alloc_check verifies them): every block of every tier is
+ * either free or owned by exactly one (sequence, layer, logical index) or by
+ * one in-flight move/stage; free + owned = n_blocks per tier; no block read by
+ * an in-flight copy is on a free list.
+ *
+ * All operations are all-or-nothing: an error leaves the allocator unchanged.
+ * LKV_ERR_NOSPACE (a tier is full) is back-pressure, never logged.
+ * Threading: not thread-safe; one owner thread (the scheduler's).
+ */
+#ifndef LKV_KVSTORE_KV_ALLOC_H
+#define LKV_KVSTORE_KV_ALLOC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    LKV_KV_TIER_DEVICE = 0,
+    LKV_KV_TIER_HOST   = 1,
+    LKV_KV_TIER_REMOTE = 2,
+    LKV_KV_TIER_COUNT  = 3,
+} lkv_kv_tier_t;
+
+typedef enum {
+    LKV_KV_RES_NONE   = 0,
+    LKV_KV_RES_DEVICE = 1,
+    LKV_KV_RES_HOST   = 2,
+    LKV_KV_RES_REMOTE = 3,
+    LKV_KV_RES_MOVING = 4,
+} lkv_kv_res_t;
+
+typedef int32_t lkv_kv_block_t; /* index of a layer-block within its tier */
+
+const char *lkv_kv_tier_name(lkv_kv_tier_t tier); /* "device", "host", "remote" */
+
+typedef struct {
+    int     n_layers;
+    int     block_size;                  /* tokens per layer-block */
+    int32_t n_blocks[LKV_KV_TIER_COUNT]; /* capacity per tier (0 allowed) */
+    int     max_seqs;                    /* live sequences at once */
+    int     max_blocks_per_layer;        /* per (seq, layer) table capacity */
+} lkv_kv_alloc_config_t;
+
+lkv_kv_alloc_config_t lkv_kv_alloc_config_default(void);
+
+typedef struct lkv_kv_alloc lkv_kv_alloc_t;
+
+lkv_status_t lkv_kv_alloc_create(const lkv_kv_alloc_config_t *cfg,
+                                 lkv_kv_alloc_t **a_p);
+void         lkv_kv_alloc_destroy(lkv_kv_alloc_t **a_p);
+
+/* Register sequence seq_id (no blocks yet). LKV_ERR_BUSY if it exists,
+ * LKV_ERR_NOSPACE if max_seqs are live. */
+lkv_status_t lkv_kv_seq_add(lkv_kv_alloc_t *a, uint64_t seq_id);
+/* Release every block of the sequence. Blocks read by an in-flight move or
+ * stage are released when that copy ends (move_end/abort, stage_end); the
+ * sequence id can be reused at once. LKV_ERR_NOTFOUND if unknown. */
+lkv_status_t lkv_kv_seq_free(lkv_kv_alloc_t *a, uint64_t seq_id);
+bool         lkv_kv_seq_exists(const lkv_kv_alloc_t *a, uint64_t seq_id);
+
+/* Blocks that appending n_tokens to (seq, layer) would allocate. */
+int lkv_kv_blocks_needed(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
+                         int n_tokens);
+
+/* Grow (seq, layer) by n_tokens, allocating new blocks in `tier` (which must
+ * be the layer's residency, or any tier while residency is NONE). The new
+ * block indices are written to new_blocks (capacity max_new) and their count
+ * to *n_new_p. Errors: LKV_ERR_NOSPACE (tier full), LKV_ERR_BUSY (layer is
+ * MOVING), LKV_ERR_INVALID (wrong tier, unknown seq, table capacity). */
+lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
+                           int n_tokens, lkv_kv_tier_t tier,
+                           lkv_kv_block_t *new_blocks, int max_new,
+                           int *n_new_p);
+
+/* A copy of one layer's blocks between tiers, as the worker executes it. */
+typedef struct {
+    uint64_t              seq_id;
+    int                   layer;
+    lkv_kv_tier_t         src_tier;
+    lkv_kv_tier_t         dst_tier;
+    int                   n_blocks;
+    const lkv_kv_block_t *src; /* borrowed from the allocator; valid until */
+    const lkv_kv_block_t *dst; /* the move/stage ends */
+} lkv_kv_copy_t;
+
+/* Start moving (seq, layer) to dst_tier: allocates the destination blocks,
+ * sets residency MOVING and pins the source blocks. Errors: NOSPACE, BUSY
+ * (already moving or staged), INVALID (same tier, no blocks). */
+lkv_status_t lkv_kv_move_begin(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
+                               lkv_kv_tier_t dst_tier, lkv_kv_copy_t *copy_p);
+/* The copy finished: free the source blocks; the layer now lives in dst. */
+lkv_status_t lkv_kv_move_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer);
+/* The copy failed or was cancelled: free dst blocks, residency back to src. */
+lkv_status_t lkv_kv_move_abort(lkv_kv_alloc_t *a, uint64_t seq_id, int layer);
+
+/* Streaming: allocate device staging blocks mirroring (seq, layer)'s blocks
+ * (which stay where they are, pinned for reading) for one step. Appends to
+ * the layer stay allowed while staged (they allocate in the layer's tier and
+ * matching staging blocks). Errors: NOSPACE, BUSY, INVALID. */
+lkv_status_t lkv_kv_stage_begin(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
+                                lkv_kv_copy_t *copy_p);
+lkv_status_t lkv_kv_stage_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer);
+
+/* Queries. */
+int32_t      lkv_kv_free_blocks(const lkv_kv_alloc_t *a, lkv_kv_tier_t tier);
+int32_t      lkv_kv_used_blocks(const lkv_kv_alloc_t *a, lkv_kv_tier_t tier);
+int32_t      lkv_kv_total_blocks(const lkv_kv_alloc_t *a, lkv_kv_tier_t tier);
+/* Blocks of `tier` owned by layer `layer` across all sequences (metrics). */
+int32_t      lkv_kv_layer_used_blocks(const lkv_kv_alloc_t *a,
+                                      lkv_kv_tier_t tier, int layer);
+lkv_kv_res_t lkv_kv_layer_residency(const lkv_kv_alloc_t *a, uint64_t seq_id,
+                                    int layer);
+int          lkv_kv_layer_tokens(const lkv_kv_alloc_t *a, uint64_t seq_id,
+                                 int layer);
+/* The layer's current table (borrowed until the next mutating call). */
+lkv_status_t lkv_kv_layer_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
+                                 int layer, lkv_kv_tier_t *tier_p,
+                                 const lkv_kv_block_t **blocks_p, int *n_p);
+
+/* Verify every invariant; LKV_ERR_INTERNAL (with one log line naming the
+ * first violation) if any fails. O(total blocks). */
+lkv_status_t lkv_kv_alloc_check(const lkv_kv_alloc_t *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LKV_KVSTORE_KV_ALLOC_H */
