@@ -71,6 +71,17 @@ typedef struct {
     int     n_stop_ids;
 } lkv_model_config_t;
 
+/* Stop ids, per format (the first that applies):
+ *   llama2c      eos (2) and bos (1): llama2.c models end a story with BOS.
+ *   gguf         eos; tokenizer.ggml.eot_token_id / eom_token_id when set;
+ *                bos as well when tokenizer.ggml.model is "llama" and the
+ *                file has no tokenizer.chat_template (a base SPM model such
+ *                as stories260K, converted from llama2.c).
+ *   safetensors  config.json eos_token_id (a number or a list) and
+ *                generation_config.json eos_token_id when present.
+ *   dummy        none: random weights never "finish"; callers cap tokens.
+ */
+
 /* A host view of one weight tensor: row-major (rows, cols); 1-D tensors have
  * rows == 1. data is NULL for tensors the model does not have (biases). */
 typedef struct {
@@ -98,6 +109,11 @@ typedef struct {
     lkv_tensor_t         out_norm; /* (1, dim) */
     lkv_tensor_t         output;   /* (vocab, dim); == tok_embd when tied */
     lkv_layer_tensors_t *layers;   /* (n_layers) */
+    /* (1, rope_dim/2) f32 per-frequency divisors: GGUF "rope_freqs.weight"
+     * (llama.cpp stores Llama-3 rope scaling this way: inv_freq[i] /=
+     * rope_freqs[i]). Absent (data NULL) otherwise; then rope_scaling in the
+     * config says what to do. */
+    lkv_tensor_t         rope_freqs;
 } lkv_model_tensors_t;
 
 typedef struct lkv_tokenizer  lkv_tokenizer_t; /* see format/tokenizer.h */

@@ -63,6 +63,14 @@ lkv_status_t lkv_tok_encode(const lkv_tokenizer_t *tok, const char *text,
 /* The raw piece for id (as stored in the vocab), NULL if out of range. */
 const char *lkv_tok_piece(const lkv_tokenizer_t *tok, int32_t id);
 
+/* Whether id is a control/special token (BOS, EOS, added special tokens):
+ * such tokens produce no text when decoded. False when out of range. */
+bool lkv_tok_is_special(const lkv_tokenizer_t *tok, int32_t id);
+
+/* The most bytes one lkv_detok_push() can write (excluding the NUL): a
+ * buffer of this size + 1 never truncates. */
+size_t lkv_tok_max_piece_bytes(const lkv_tokenizer_t *tok);
+
 /* Streaming decode state; zero-initialise (or lkv_detok_init) per stream. */
 typedef struct {
     uint8_t pending[8]; /* bytes of an incomplete UTF-8 character */
@@ -74,14 +82,19 @@ typedef struct {
 void lkv_detok_init(lkv_detok_t *st);
 /* Append the text of id to out (capacity cap, NUL-terminated); returns the
  * number of bytes written, only whole UTF-8 characters. Special/control
- * tokens (BOS, EOS) produce no text. */
+ * tokens (BOS, EOS) produce no text; ids out of range produce none either.
+ * A cap of lkv_tok_max_piece_bytes() + 1 is always enough (text that does
+ * not fit is cut at a character boundary and lost).
+ * SPM: a leading space is dropped when prev_id is BOS (so a generated
+ * continuation keeps its space: set st->prev_id to the last prompt id). */
 size_t lkv_detok_push(const lkv_tokenizer_t *tok, lkv_detok_t *st, int32_t id,
                       char *out, size_t cap);
 /* Emit what is pending at end of stream (U+FFFD for a broken character). */
 size_t lkv_detok_flush(lkv_detok_t *st, char *out, size_t cap);
 
 /* Decode a whole id sequence into a malloc'd NUL-terminated string (caller
- * frees). */
+ * frees). Like Hugging Face decode(): special tokens produce no text and,
+ * for SPM, the leading space of the first piece is dropped. */
 lkv_status_t lkv_tok_decode(const lkv_tokenizer_t *tok, const int32_t *ids,
                             int n_ids, char **text_p);
 

@@ -201,8 +201,10 @@ typedef struct lkv_kern_ops {
 
 struct lkv_kern_backend {
     const lkv_kern_ops_t *ops;  /* static table, never freed */
-    void                 *impl; /* backend-private state */
-    lkv_kern_config_t     cfg;  /* copy of the open config */
+    void                 *impl;   /* backend-private compute state */
+    void                 *queues; /* backend-private copy-queue/event state
+                                     (CPU: kernels/cpu/cpu_queue.c) */
+    lkv_kern_config_t     cfg;    /* copy of the open config */
 };
 
 /* Backends compiled into this binary, for --help and errors: "cpu" or

@@ -69,7 +69,8 @@ lkv_status_t lkv_kv_alloc_create(const lkv_kv_alloc_config_t *cfg,
 void         lkv_kv_alloc_destroy(lkv_kv_alloc_t **a_p);
 
 /* Register sequence seq_id (no blocks yet). LKV_ERR_BUSY if it exists,
- * LKV_ERR_NOSPACE if max_seqs are live. */
+ * LKV_ERR_NOSPACE if max_seqs are live, or if max_seqs freed sequences still
+ * wait for in-flight copies (end those copies first). */
 lkv_status_t lkv_kv_seq_add(lkv_kv_alloc_t *a, uint64_t seq_id);
 /* Release every block of the sequence. Blocks read by an in-flight move or
  * stage are released when that copy ends (move_end/abort, stage_end); the
@@ -77,7 +78,9 @@ lkv_status_t lkv_kv_seq_add(lkv_kv_alloc_t *a, uint64_t seq_id);
 lkv_status_t lkv_kv_seq_free(lkv_kv_alloc_t *a, uint64_t seq_id);
 bool         lkv_kv_seq_exists(const lkv_kv_alloc_t *a, uint64_t seq_id);
 
-/* Blocks that appending n_tokens to (seq, layer) would allocate. */
+/* Blocks that appending n_tokens to (seq, layer) would allocate (in the
+ * layer's tier; as many again on the device while the layer is staged).
+ * -1 for an unknown sequence, a bad layer or n_tokens < 0. */
 int lkv_kv_blocks_needed(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
                          int n_tokens);
 
@@ -104,7 +107,14 @@ typedef struct {
 
 /* Start moving (seq, layer) to dst_tier: allocates the destination blocks,
  * sets residency MOVING and pins the source blocks. Errors: NOSPACE, BUSY
- * (already moving or staged), INVALID (same tier, no blocks). */
+ * (already moving or staged), INVALID (same tier, no blocks, bad layer),
+ * NOTFOUND (unknown seq).
+ *
+ * move_end/move_abort/stage_end of a sequence freed meanwhile release its
+ * pinned blocks. They resolve (seq_id, layer) to the OLDEST in-flight copy of
+ * that kind: copies of freed sequences first (in the order the sequences were
+ * freed), then the live sequence with that id. Errors: NOTFOUND (no sequence
+ * with that id), INVALID (no such copy in flight, bad layer). */
 lkv_status_t lkv_kv_move_begin(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
                                lkv_kv_tier_t dst_tier, lkv_kv_copy_t *copy_p);
 /* The copy finished: free the source blocks; the layer now lives in dst. */
@@ -119,6 +129,12 @@ lkv_status_t lkv_kv_move_abort(lkv_kv_alloc_t *a, uint64_t seq_id, int layer);
 lkv_status_t lkv_kv_stage_begin(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
                                 lkv_kv_copy_t *copy_p);
 lkv_status_t lkv_kv_stage_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer);
+/* The device staging blocks of a staged layer (same order and count as its
+ * table; borrowed until stage_end). INVALID if the layer is not staged,
+ * NOTFOUND for an unknown seq. */
+lkv_status_t lkv_kv_stage_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
+                                 int layer, const lkv_kv_block_t **blocks_p,
+                                 int *n_p);
 
 /* Queries. */
 int32_t      lkv_kv_free_blocks(const lkv_kv_alloc_t *a, lkv_kv_tier_t tier);
@@ -127,11 +143,18 @@ int32_t      lkv_kv_total_blocks(const lkv_kv_alloc_t *a, lkv_kv_tier_t tier);
 /* Blocks of `tier` owned by layer `layer` across all sequences (metrics). */
 int32_t      lkv_kv_layer_used_blocks(const lkv_kv_alloc_t *a,
                                       lkv_kv_tier_t tier, int layer);
+/* NONE for an unknown sequence or a layer without blocks. A staged layer
+ * reports the tier its blocks live in (HOST or REMOTE). */
 lkv_kv_res_t lkv_kv_layer_residency(const lkv_kv_alloc_t *a, uint64_t seq_id,
                                     int layer);
+/* Tokens of (seq, layer); -1 for an unknown sequence or bad layer. */
 int          lkv_kv_layer_tokens(const lkv_kv_alloc_t *a, uint64_t seq_id,
                                  int layer);
-/* The layer's current table (borrowed until the next mutating call). */
+/* Live sequences (not counting freed ones whose copies are in flight). */
+int          lkv_kv_live_seqs(const lkv_kv_alloc_t *a);
+/* The layer's current table (borrowed until the next mutating call). While
+ * MOVING this is the source table in the source tier. NOTFOUND for an
+ * unknown seq, INVALID for a bad layer. */
 lkv_status_t lkv_kv_layer_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
                                  int layer, lkv_kv_tier_t *tier_p,
                                  const lkv_kv_block_t **blocks_p, int *n_p);

@@ -1,0 +1,702 @@
+/* sched_plan.c - builds one step plan: reap finished sequences, place decode
+ * tokens (preempting by recompute when the device cannot grow), let the
+ * policy reload or stream partially resident requests, continue chunked
+ * prefills, admit queued requests FCFS through the policy, and lay the
+ * deltas out as a lkv_step_plan_t. See scheduler.h for the plan semantics.
+ * Threading: one owner thread.
+ */
+#include "coordinator/sched_impl.h"
+
+#include <math.h>
+#include <string.h>
+
+#define LKV_LOG_MODULE "sched"
+#include "common/log.h"
+
+/* ---- plan arena ---------------------------------------------------------- */
+
+static void plan_reset(lkv_sched_t *s, int64_t now_ns)
+{
+    s->p_seqs.n       = 0;
+    s->p_reqs.n       = 0;
+    s->p_appends.n    = 0;
+    s->p_append_off.n = 0;
+    s->p_moves.n      = 0;
+    s->p_move_off.n   = 0;
+    s->p_finished.n   = 0;
+    s->p_blocks.n     = 0;
+    s->p_stages.n     = 0;
+    s->p_new_moves.n  = 0;
+    memset(&s->step, 0, sizeof(s->step));
+    s->step.now_ns     = now_ns;
+    s->step.tok_budget = s->cfg.max_batch_tokens;
+    s->step.t_allow_ns = INFINITY;
+}
+
+static lkv_status_t push_blocks(lkv_sched_t *s, const int32_t *b, int n,
+                                int32_t *off_p)
+{
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_blocks, s->p_blocks.n + n));
+    *off_p = s->p_blocks.n;
+    memcpy(s->p_blocks.v + s->p_blocks.n, b, (size_t)n * sizeof(*b));
+    s->p_blocks.n += n;
+    return LKV_OK;
+}
+
+static lkv_status_t push_finished(lkv_sched_t *s, uint64_t seq_id)
+{
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_finished, s->p_finished.n + 1));
+    s->p_finished.v[s->p_finished.n++] = seq_id;
+    return LKV_OK;
+}
+
+/* Append n_tokens to (r, layer) in tier and record the new blocks. */
+static lkv_status_t do_append(lkv_sched_t *s, sched_req_t *r, int layer,
+                              int n_tokens, lkv_kv_tier_t tier)
+{
+    lkv_plan_append_t *a;
+    int                n_new = 0;
+    int32_t            off;
+
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_appends, s->p_appends.n + 1));
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_append_off, s->p_append_off.n + 1));
+    LKV_CHECK(lkv_kv_append(s->kv, r->seq_id, layer, n_tokens, tier,
+                            s->tmp_blocks, s->tmp_cap, &n_new));
+    if (n_new == 0) {
+        return LKV_OK;
+    }
+    if (push_blocks(s, s->tmp_blocks, n_new, &off) != LKV_OK) {
+        return LKV_ERR_NOMEM; /* kv grew; the request fails with NOMEM */
+    }
+    a           = &s->p_appends.v[s->p_appends.n++];
+    a->seq_id   = r->seq_id;
+    a->layer    = layer;
+    a->tier     = (uint8_t)tier;
+    a->n_blocks = n_new;
+    a->blocks   = NULL; /* fixed up in finalize */
+    s->p_append_off.v[s->p_append_off.n++] = off;
+    return LKV_OK;
+}
+
+static lkv_status_t push_move(lkv_sched_t *s, sched_req_t *r, int layer,
+                              lkv_plan_move_kind_t kind,
+                              const lkv_kv_copy_t *c, uint64_t *id_p)
+{
+    lkv_plan_move_t *m;
+    int32_t          off, off2;
+
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_moves, s->p_moves.n + 1));
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_move_off, s->p_move_off.n + 1));
+    LKV_CHECK(push_blocks(s, c->src, c->n_blocks, &off));
+    LKV_CHECK(push_blocks(s, c->dst, c->n_blocks, &off2));
+    m           = &s->p_moves.v[s->p_moves.n++];
+    m->move_id  = s->next_move_id++;
+    m->seq_id   = r->seq_id;
+    m->layer    = layer;
+    m->kind     = (uint8_t)kind;
+    m->src_tier = (uint8_t)c->src_tier;
+    m->dst_tier = (uint8_t)c->dst_tier;
+    m->n_blocks = c->n_blocks;
+    m->src      = NULL;
+    m->dst      = NULL;
+    s->p_move_off.v[s->p_move_off.n++] = off;
+    *id_p = m->move_id;
+    return LKV_OK;
+}
+
+lkv_status_t sched_issue_move(lkv_sched_t *s, sched_req_t *r, int layer,
+                              lkv_kv_tier_t dst, lkv_plan_move_kind_t kind)
+{
+    lkv_kv_copy_t c;
+    sched_move_t  sm;
+    uint64_t      id;
+    lkv_status_t  st;
+
+    LKV_CHECK(SCHED_VEC_RESERVE(s->moves, s->moves.n + 1));
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_new_moves, s->p_new_moves.n + 1));
+    LKV_CHECK(lkv_kv_move_begin(s->kv, r->seq_id, layer, dst, &c));
+    st = push_move(s, r, layer, kind, &c, &id);
+    if (st != LKV_OK) {
+        lkv_kv_move_abort(s->kv, r->seq_id, layer);
+        return st;
+    }
+    sm.move_id = id;
+    sm.seq_id  = r->seq_id;
+    sm.req     = r;
+    sm.layer   = layer;
+    sm.kind    = (uint8_t)kind;
+    sm.bytes   = (int64_t)c.n_blocks * s->cfg.block_bytes;
+    s->moves.v[s->moves.n++]             = sm;
+    s->p_new_moves.v[s->p_new_moves.n++] = sm;
+    r->n_moves++;
+    if (kind == LKV_PLAN_MOVE_OFFLOAD) {
+        s->st.offload_moves++;
+    } else {
+        s->st.reload_moves++;
+    }
+    return LKV_OK;
+}
+
+static lkv_status_t issue_stage(lkv_sched_t *s, sched_req_t *r, int layer)
+{
+    lkv_kv_copy_t c;
+    sched_move_t  sm;
+    uint64_t      id;
+    lkv_status_t  st;
+
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_stages, s->p_stages.n + 1));
+    LKV_CHECK(lkv_kv_stage_begin(s->kv, r->seq_id, layer, &c));
+    st = push_move(s, r, layer, LKV_PLAN_MOVE_STAGE, &c, &id);
+    if (st != LKV_OK) {
+        lkv_kv_stage_end(s->kv, r->seq_id, layer);
+        return st;
+    }
+    sm.move_id = id;
+    sm.seq_id  = r->seq_id;
+    sm.req     = r;
+    sm.layer   = layer;
+    sm.kind    = LKV_PLAN_MOVE_STAGE;
+    sm.bytes   = (int64_t)c.n_blocks * s->cfg.block_bytes;
+    s->p_stages.v[s->p_stages.n++] = sm;
+    s->st.stage_moves++;
+    return LKV_OK;
+}
+
+static lkv_status_t push_seq(lkv_sched_t *s, sched_req_t *r, int n_tokens,
+                             bool sample)
+{
+    lkv_plan_seq_t *ps;
+
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_seqs, s->p_seqs.n + 1));
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_reqs, s->p_reqs.n + 1));
+    ps           = &s->p_seqs.v[s->p_seqs.n];
+    ps->seq_id   = r->seq_id;
+    ps->n_tokens = n_tokens;
+    ps->tokens   = r->toks + r->n_cached;
+    ps->pos0     = r->n_cached;
+    ps->sample   = sample;
+    ps->sampling = r->sampling;
+    s->p_reqs.v[s->p_seqs.n++] = r;
+    s->p_reqs.n                = s->p_seqs.n;
+    r->in_plan                 = true;
+    r->n_cached += n_tokens;
+    s->step.tok_budget -= n_tokens;
+    return LKV_OK;
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+int32_t sched_device_free(const lkv_sched_t *s)
+{
+    return lkv_kv_free_blocks(s->kv, LKV_KV_TIER_DEVICE);
+}
+
+bool sched_layer_offloaded(int layer, int k, int n_layers)
+{
+    if (k <= 0) {
+        return false;
+    }
+    return ((int64_t)layer * k) % n_layers < k;
+}
+
+double sched_prefill_with(const lkv_sched_t *s, const sched_step_t *st, int c,
+                          int o)
+{
+    return lkv_slo_prefill_ns(s->slo, st->pf_x1 + c,
+                              st->pf_x2 + (double)c * ((double)o + c));
+}
+
+int32_t sched_pred_remaining(const lkv_sched_t *s, const sched_req_t *r)
+{
+    return lkv_pred_remaining(s->pred, r->n_prompt, r->t.n_generated,
+                              r->max_tokens - r->t.n_generated);
+}
+
+static int tier_of_res(lkv_kv_res_t res)
+{
+    return res == LKV_KV_RES_HOST     ? LKV_KV_TIER_HOST
+           : res == LKV_KV_RES_REMOTE ? LKV_KV_TIER_REMOTE
+                                      : LKV_KV_TIER_DEVICE;
+}
+
+/* Blocks needed to add n tokens to r on every layer: device (appends to
+ * device layers + staging of off-device layers, i.e. their whole table after
+ * the append) and per off-device tier. Returns false if a layer is MOVING. */
+static bool chunk_needs(const lkv_sched_t *s, const sched_req_t *r, int n,
+                        int32_t need[LKV_KV_TIER_COUNT])
+{
+    memset(need, 0, sizeof(int32_t) * LKV_KV_TIER_COUNT);
+    for (int l = 0; l < s->cfg.n_layers; l++) {
+        lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
+        int          add = lkv_kv_blocks_needed(s->kv, r->seq_id, l, n);
+
+        if (res == LKV_KV_RES_MOVING) {
+            return false;
+        }
+        if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
+            int have = sched_blocks_for(s, lkv_kv_layer_tokens(s->kv,
+                                                               r->seq_id, l));
+            need[tier_of_res(res)] += add;
+            need[LKV_KV_TIER_DEVICE] += have + add; /* staging */
+        } else {
+            need[LKV_KV_TIER_DEVICE] += add;
+        }
+    }
+    return true;
+}
+
+static bool needs_fit(const lkv_sched_t *s, const int32_t need[], int32_t dev_reserve)
+{
+    if (need[LKV_KV_TIER_DEVICE] + dev_reserve > sched_device_free(s)) {
+        return false;
+    }
+    for (int t = 1; t < LKV_KV_TIER_COUNT; t++) {
+        if (need[t] > lkv_kv_free_blocks(s->kv, (lkv_kv_tier_t)t)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Add n tokens of r on every layer: device layers grow on the device;
+ * off-device layers grow in their tier and are staged for this step. The
+ * caller checked chunk_needs/needs_fit, so failures here are internal or
+ * NOMEM. */
+static lkv_status_t grow_all_layers(lkv_sched_t *s, sched_req_t *r, int n)
+{
+    for (int l = 0; l < s->cfg.n_layers; l++) {
+        lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
+
+        if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
+            LKV_CHECK(do_append(s, r, l, n, (lkv_kv_tier_t)tier_of_res(res)));
+            LKV_CHECK(issue_stage(s, r, l));
+        } else {
+            LKV_CHECK(do_append(s, r, l, n, LKV_KV_TIER_DEVICE));
+        }
+    }
+    return LKV_OK;
+}
+
+lkv_status_t sched_place_decode(lkv_sched_t *s, sched_req_t *r, bool stream)
+{
+    int32_t need[LKV_KV_TIER_COUNT];
+
+    if (!chunk_needs(s, r, 1, need)) {
+        return LKV_ERR_BUSY;
+    }
+    if (!stream && need[LKV_KV_TIER_DEVICE] > 0 &&
+        (need[LKV_KV_TIER_HOST] > 0 || need[LKV_KV_TIER_REMOTE] > 0)) {
+        return LKV_ERR_BUSY; /* off-device layers need the stream path */
+    }
+    if (!needs_fit(s, need, 0)) {
+        return LKV_ERR_NOSPACE;
+    }
+    LKV_CHECK(grow_all_layers(s, r, 1));
+    LKV_CHECK(push_seq(s, r, 1, true));
+    s->step.n_decode++;
+    s->step.dc_ctx += r->n_cached;
+    return LKV_OK;
+}
+
+/* ---- preemption ---------------------------------------------------------- */
+
+static void preempt(lkv_sched_t *s, int idx)
+{
+    sched_req_t *v = s->running.v[idx];
+
+    if (v->seq_id != 0) {
+        lkv_kv_seq_free(s->kv, v->seq_id);
+        if (push_finished(s, v->seq_id) != LKV_OK) {
+            LKV_LOG_ERROR("out of memory listing finished seq %llu; the "
+                          "worker keeps its state until restart",
+                          (unsigned long long)v->seq_id);
+        }
+    }
+    LKV_LOG_DEBUG("preempting request %llu (%d tokens) by recompute",
+                  (unsigned long long)v->id, v->n_total);
+    v->seq_id     = 0;
+    v->state      = RQ_WAITING;
+    v->n_cached   = 0;
+    v->prefilling = false;
+    v->path       = PATH_NONE;
+    v->n_off      = 0;
+    v->t.n_preemptions++;
+    s->st.preemptions++;
+    memmove(&s->running.v[idx], &s->running.v[idx + 1],
+            (size_t)(s->running.n - idx - 1) * sizeof(*s->running.v));
+    s->running.n--;
+    /* capacity was reserved at submit (waiting.cap >= live requests) */
+    memmove(&s->waiting.v[1], &s->waiting.v[0],
+            (size_t)s->waiting.n * sizeof(*s->waiting.v));
+    s->waiting.v[0] = v;
+    s->waiting.n++;
+}
+
+/* Newest running request after index `after` with no copy in flight. */
+static int pick_victim(const lkv_sched_t *s, int after)
+{
+    for (int j = s->running.n - 1; j > after; j--) {
+        if (s->running.v[j]->n_moves == 0 && !s->running.v[j]->in_plan) {
+            return j;
+        }
+    }
+    return -1;
+}
+
+static bool decode_ready(const sched_req_t *r)
+{
+    return !r->prefilling && r->n_cached == r->n_total - 1;
+}
+
+/* Place every fully resident decode, oldest first, preempting the newest
+ * requests when the device cannot grow. */
+static lkv_status_t place_decodes(lkv_sched_t *s)
+{
+    for (int i = 0; i < s->running.n; i++) {
+        sched_req_t *r = s->running.v[i];
+        lkv_status_t st;
+
+        if (!decode_ready(r) || sched_layers_in(s, r, LKV_KV_RES_DEVICE) !=
+                                    s->cfg.n_layers) {
+            continue;
+        }
+        for (;;) {
+            int v;
+
+            st = sched_place_decode(s, r, false);
+            if (st != LKV_ERR_NOSPACE) {
+                break;
+            }
+            v = pick_victim(s, i);
+            if (v >= 0) {
+                preempt(s, v);
+                continue;
+            }
+            /* nobody newer to evict: evict r itself, unless it is alone and
+             * the pool simply cannot hold it */
+            if (s->running.n > 1 || s->moves.n > 0 || s->zombies.n > 0) {
+                preempt(s, i);
+            } else {
+                sched_set_error(s, "request %llu needs more kv blocks than the "
+                                   "device pool holds at %d tokens",
+                                (unsigned long long)r->id, r->n_total);
+                LKV_LOG_WARN("%s; raise --device-kv-blocks", s->err);
+                sched_finish(s, r, LKV_SCHED_FINISH_ERROR, LKV_ERR_NOSPACE,
+                             s->step.now_ns);
+            }
+            i--;
+            st = LKV_OK;
+            break;
+        }
+        if (st < 0 && st != LKV_ERR_BUSY) {
+            return st;
+        }
+    }
+    return LKV_OK;
+}
+
+/* Partial requests that cannot make progress while nothing else runs: let
+ * the policy reload ignoring the watermark; failing that, preempt the newest
+ * partial request, or fail a lone one that can never come back. */
+static lkv_status_t unstick_partials(lkv_sched_t *s)
+{
+    int n_partial = 0, v = -1;
+
+    if (s->p_seqs.n > 0 || s->moves.n > 0 || s->p_new_moves.n > 0) {
+        return LKV_OK;
+    }
+    for (int i = 0; i < s->running.n; i++) {
+        sched_req_t *r = s->running.v[i];
+
+        if (decode_ready(r) &&
+            sched_layers_in(s, r, LKV_KV_RES_DEVICE) < s->cfg.n_layers) {
+            n_partial++;
+            if (r->n_moves == 0) {
+                v = i;
+            }
+        }
+    }
+    if (n_partial == 0 || v < 0) {
+        return LKV_OK;
+    }
+    if (s->ops->partial != NULL) {
+        s->step.force = true;
+        LKV_CHECK(s->ops->partial(s, &s->step));
+        s->step.force = false;
+        if (s->p_seqs.n > 0 || s->p_new_moves.n > 0) {
+            return LKV_OK;
+        }
+    }
+    if (n_partial >= 2 || s->running.n > 1) {
+        preempt(s, v);
+    } else {
+        sched_req_t *r = s->running.v[v];
+
+        sched_set_error(s, "request %llu cannot bring its kv back to the "
+                           "device (pool too small for %d tokens)",
+                        (unsigned long long)r->id, r->n_total);
+        LKV_LOG_WARN("%s; raise --device-kv-blocks", s->err);
+        sched_finish(s, r, LKV_SCHED_FINISH_ERROR, LKV_ERR_NOSPACE,
+                     s->step.now_ns);
+    }
+    return LKV_OK;
+}
+
+/* ---- prefill --------------------------------------------------------------- */
+
+static int chunk_len(const lkv_sched_t *s, const sched_req_t *r)
+{
+    int c = r->n_total - r->n_cached;
+
+    if (s->cfg.chunked_prefill) {
+        if (c > s->cfg.chunk_tokens) {
+            c = s->cfg.chunk_tokens;
+        }
+        if (c > s->step.tok_budget) {
+            c = s->step.tok_budget;
+        }
+    }
+    return c;
+}
+
+static bool budget_allows(const lkv_sched_t *s, int c)
+{
+    if (c <= 0) {
+        return false;
+    }
+    /* one prefill longer than the budget may run alone */
+    return c <= s->step.tok_budget || s->step.n_prefill == 0;
+}
+
+static lkv_status_t plan_prefill_chunk(lkv_sched_t *s, sched_req_t *r, int c)
+{
+    int  o    = r->n_cached;
+    bool last = o + c == r->n_total;
+
+    LKV_CHECK(push_seq(s, r, c, last));
+    s->step.n_prefill++;
+    s->step.pf_x1 += c;
+    s->step.pf_x2 += (double)c * ((double)o + c);
+    if (last) {
+        r->prefilling = false;
+    }
+    return LKV_OK;
+}
+
+/* Later chunks of requests already admitted, in admission order. */
+static lkv_status_t continue_prefills(lkv_sched_t *s)
+{
+    for (int i = 0; i < s->running.n; i++) {
+        sched_req_t *r = s->running.v[i];
+        int32_t      need[LKV_KV_TIER_COUNT];
+        int          c;
+
+        if (!r->prefilling || r->in_plan) {
+            continue;
+        }
+        c = chunk_len(s, r);
+        if (!budget_allows(s, c)) {
+            break;
+        }
+        if (!chunk_needs(s, r, c, need) || !needs_fit(s, need, 0)) {
+            continue; /* moving, or no room this step: try next step */
+        }
+        LKV_CHECK(grow_all_layers(s, r, c));
+        LKV_CHECK(plan_prefill_chunk(s, r, c));
+    }
+    return LKV_OK;
+}
+
+/* Tier that takes an offloaded layer of n_full blocks x k layers. */
+static int offload_tier(const lkv_sched_t *s, int64_t blocks)
+{
+    if (s->cfg.d2h_bytes_per_s[LKV_KV_TIER_HOST] > 0.0 &&
+        lkv_kv_free_blocks(s->kv, LKV_KV_TIER_HOST) >= blocks) {
+        return LKV_KV_TIER_HOST;
+    }
+    if (s->cfg.d2h_bytes_per_s[LKV_KV_TIER_REMOTE] > 0.0 &&
+        lkv_kv_free_blocks(s->kv, LKV_KV_TIER_REMOTE) >= blocks) {
+        return LKV_KV_TIER_REMOTE;
+    }
+    return -1;
+}
+
+/* Admit q: register its sequence, append its first chunk on every layer and
+ * start offloading n_off layers (interleaved). All or nothing. */
+static lkv_status_t admit(lkv_sched_t *s, sched_req_t *q, int c, int n_off,
+                          bool anti)
+{
+    int          n_app = s->p_appends.n, n_mv = s->p_moves.n;
+    int          n_blk = s->p_blocks.n, n_new = s->p_new_moves.n;
+    int          tier = -1;
+    lkv_status_t st;
+
+    LKV_CHECK(SCHED_VEC_RESERVE(s->running, s->running.n + 1));
+    if (n_off > 0) {
+        tier = offload_tier(s, (int64_t)n_off *
+                                   sched_blocks_for(s, q->n_total));
+        if (tier < 0) {
+            n_off = 0;
+        }
+    }
+    q->seq_id = s->next_seq_id++;
+    LKV_CHECK(lkv_kv_seq_add(s->kv, q->seq_id));
+    for (int l = 0; l < s->cfg.n_layers; l++) {
+        LKV_CHECK_GOTO(do_append(s, q, l, c, LKV_KV_TIER_DEVICE), st, undo);
+    }
+    for (int l = 0; l < s->cfg.n_layers && n_off > 0; l++) {
+        if (sched_layer_offloaded(l, n_off, s->cfg.n_layers)) {
+            LKV_CHECK_GOTO(sched_issue_move(s, q, l, (lkv_kv_tier_t)tier,
+                                            LKV_PLAN_MOVE_OFFLOAD),
+                           st, undo);
+            s->step.off_blocks += sched_blocks_for(s, c);
+        }
+    }
+    q->state      = RQ_RUNNING;
+    q->prefilling = true;
+    q->n_off      = n_off;
+    q->off_tier   = tier < 0 ? LKV_KV_TIER_DEVICE : (lkv_kv_tier_t)tier;
+    q->path       = PATH_NONE;
+    q->admit_ord  = s->next_admit_ord++;
+    q->n_cached   = 0;
+    q->t.n_offloaded_layers = n_off;
+    q->t.anti_starved |= anti;
+    if (q->t.first_scheduled_ns == 0) {
+        q->t.first_scheduled_ns = s->step.now_ns;
+        q->t.queue_ns           = s->step.now_ns - q->t.arrival_ns;
+    }
+    s->st.anti_starvation_admits += anti;
+    memmove(&s->waiting.v[0], &s->waiting.v[1],
+            (size_t)(s->waiting.n - 1) * sizeof(*s->waiting.v));
+    s->waiting.n--;
+    s->running.v[s->running.n++] = q;
+    return plan_prefill_chunk(s, q, c);
+
+undo:
+    /* roll back: abort the moves begun, drop plan entries, free the seq */
+    for (int i = n_new; i < s->p_new_moves.n; i++) {
+        for (int k = s->moves.n - 1; k >= 0; k--) {
+            if (s->moves.v[k].move_id == s->p_new_moves.v[i].move_id) {
+                lkv_kv_move_abort(s->kv, q->seq_id, s->moves.v[k].layer);
+                s->moves.v[k] = s->moves.v[--s->moves.n];
+                q->n_moves--;
+                break;
+            }
+        }
+    }
+    s->p_new_moves.n  = n_new;
+    s->p_appends.n    = n_app;
+    s->p_append_off.n = n_app;
+    s->p_moves.n      = n_mv;
+    s->p_move_off.n   = n_mv;
+    s->p_blocks.n     = n_blk;
+    lkv_kv_seq_free(s->kv, q->seq_id);
+    q->seq_id = 0;
+    return st;
+}
+
+static lkv_status_t admit_waiting(lkv_sched_t *s)
+{
+    s->ops->begin_admission(s, &s->step);
+    while (s->waiting.n > 0 && s->running.n < s->cfg.max_seqs) {
+        sched_req_t *q = s->waiting.v[0];
+        int          c = chunk_len(s, q);
+        int          n_off = 0;
+        bool         anti  = false;
+        lkv_status_t st;
+
+        if (!budget_allows(s, c)) {
+            break;
+        }
+        st = s->ops->admit(s, &s->step, q, c, &n_off, &anti);
+        if (st == LKV_AGAIN) {
+            break; /* FCFS: stop at the first request that does not fit */
+        }
+        LKV_CHECK(st);
+        st = admit(s, q, c, n_off, anti);
+        if (st == LKV_ERR_NOSPACE) {
+            break;
+        }
+        LKV_CHECK(st);
+    }
+    return LKV_OK;
+}
+
+/* ---- the step ------------------------------------------------------------ */
+
+static void reap_zombies(lkv_sched_t *s)
+{
+    for (int i = 0; i < s->zombies.n; i++) {
+        sched_req_t *z = s->zombies.v[i];
+
+        if (z->in_plan || z->n_moves > 0) {
+            continue;
+        }
+        if (z->seq_id != 0) {
+            lkv_kv_seq_free(s->kv, z->seq_id);
+            if (push_finished(s, z->seq_id) != LKV_OK) {
+                continue; /* retry next step */
+            }
+        }
+        sched_req_free(z);
+        s->zombies.v[i--] = s->zombies.v[--s->zombies.n];
+    }
+}
+
+static void finalize(lkv_sched_t *s)
+{
+    lkv_step_plan_t *p = &s->plan;
+
+    for (int i = 0; i < s->p_appends.n; i++) {
+        s->p_appends.v[i].blocks = s->p_blocks.v + s->p_append_off.v[i];
+    }
+    for (int i = 0; i < s->p_moves.n; i++) {
+        lkv_plan_move_t *m = &s->p_moves.v[i];
+
+        m->src = s->p_blocks.v + s->p_move_off.v[i];
+        m->dst = m->src + m->n_blocks;
+    }
+    p->step_id    = ++s->step_id;
+    p->n_seqs     = s->p_seqs.n;
+    p->seqs       = s->p_seqs.v;
+    p->n_appends  = s->p_appends.n;
+    p->appends    = s->p_appends.v;
+    p->n_moves    = s->p_moves.n;
+    p->moves      = s->p_moves.v;
+    p->n_finished = s->p_finished.n;
+    p->finished   = s->p_finished.v;
+    s->plan_outstanding = true;
+    s->st.steps++;
+}
+
+lkv_status_t sched_build_plan(lkv_sched_t *s, int64_t now_ns)
+{
+    lkv_status_t st;
+
+    plan_reset(s, now_ns);
+    reap_zombies(s);
+    LKV_CHECK_GOTO(place_decodes(s), st, fail);
+    if (s->ops->partial != NULL) {
+        LKV_CHECK_GOTO(s->ops->partial(s, &s->step), st, fail);
+    }
+    LKV_CHECK_GOTO(continue_prefills(s), st, fail);
+    LKV_CHECK_GOTO(admit_waiting(s), st, fail);
+    LKV_CHECK_GOTO(unstick_partials(s), st, fail);
+    s->st.last_t_allow_ns = isfinite(s->step.t_allow_ns)
+                                ? (int64_t)s->step.t_allow_ns
+                                : INT64_MAX;
+    if (s->p_seqs.n == 0 && s->p_moves.n == 0 && s->p_finished.n == 0 &&
+        s->p_appends.n == 0 && s->moves.n == 0) {
+        return LKV_AGAIN;
+    }
+    finalize(s);
+    return LKV_OK;
+
+fail:
+    /* Something internal (NOMEM) broke mid-plan. Emit what was built so the
+     * worker mirrors every allocator change already made. */
+    LKV_LOG_ERROR("building step plan failed: %s; emitting the partial plan",
+                  lkv_status_str(st));
+    finalize(s);
+    return LKV_OK;
+}

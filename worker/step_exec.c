@@ -1,0 +1,883 @@
+/* step_exec.c - execute step plans against the physical KV pools; see
+ * step_exec.h. Runs on the step thread; copies go to the backend's D2H/H2D
+ * queues and are tracked by one event per move slot. No allocation per
+ * step: move slots, result arrays and batch arrays are preallocated. */
+#define LKV_LOG_MODULE "step_exec"
+
+#include "worker/step_exec.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "kvstore/kv_alloc.h"
+#include "worker/seq_table.h"
+
+typedef struct {
+    bool              used;
+    bool              started;  /* copies queued */
+    bool              applied;  /* reload: table already switched */
+    bool              orphan;   /* its sequence finished */
+    uint64_t          move_id;
+    uint64_t          seq_id;
+    int               layer;
+    uint8_t           kind;
+    uint8_t           src_tier, dst_tier;
+    int               n_blocks;
+    int32_t          *src, *dst; /* (max_blocks_per_layer) */
+    lkv_kern_event_t *ev;
+} move_slot_t;
+
+struct lkv_step_exec {
+    const lkv_model_t     *m;
+    lkv_kern_backend_t    *be;
+    lkv_step_exec_config_t cfg;
+    size_t                 block_bytes;
+    uint8_t               *dev_pool;  /* backend memory */
+    uint8_t               *host_pool; /* host_alloc memory */
+    lkv_seq_table_t       *tab;
+    lkv_fwd_t             *fwd;
+
+    move_slot_t       *slots;
+    int                n_slots;
+    int32_t           *slot_blocks;
+    lkv_kern_event_t **ev_layer; /* (n_layers) compute events */
+
+    /* per-step batch (max_seqs) */
+    lkv_fwd_seq_t        *bseqs;
+    lkv_seq_entry_t     **bent;
+    int                  *bplan;   /* batch index -> plan index */
+    int32_t              *pstatus; /* plan index -> status */
+    lkv_sample_params_t  *sparams;
+    uint64_t             *srng;
+    int32_t              *stokens;
+    int                  *sbatch; /* sampled row -> batch index */
+
+    /* results */
+    lkv_result_seq_t *rseqs;
+    uint64_t         *rdone;
+    int               n_done;
+    uint64_t         *rfailed;
+    int               n_failed;
+    int64_t           step_d2h, step_h2d;
+
+    lkv_step_exec_stats_t stats;
+};
+
+lkv_step_exec_config_t lkv_step_exec_config_default(void)
+{
+    lkv_step_exec_config_t c;
+
+    c.block_size           = 16;
+    c.n_device_blocks      = 256;
+    c.n_host_blocks        = 256;
+    c.max_seqs             = 16;
+    c.max_batch_tokens     = 512;
+    c.max_blocks_per_layer = 64;
+    c.kv_dtype             = LKV_DTYPE_F32;
+    return c;
+}
+
+lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
+                                  const lkv_step_exec_config_t *cfg,
+                                  lkv_step_exec_t **x_p)
+{
+    lkv_step_exec_t *x;
+    lkv_status_t     st;
+    int              nl = m->cfg.n_layers;
+
+    if (cfg->block_size <= 0 || cfg->n_device_blocks <= 0 ||
+        cfg->n_host_blocks < 0 || cfg->max_seqs <= 0 ||
+        cfg->max_batch_tokens <= 0 || cfg->max_blocks_per_layer <= 0) {
+        LKV_LOG_ERROR("invalid step executor config: block_size %d, device "
+                      "blocks %d, host blocks %d, max_seqs %d, "
+                      "max_batch_tokens %d, max_blocks_per_layer %d",
+                      cfg->block_size, cfg->n_device_blocks,
+                      cfg->n_host_blocks, cfg->max_seqs,
+                      cfg->max_batch_tokens, cfg->max_blocks_per_layer);
+        return LKV_ERR_INVALID;
+    }
+    x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        return LKV_ERR_NOMEM;
+    }
+    x->m           = m;
+    x->be          = m->be;
+    x->cfg         = *cfg;
+    x->block_bytes = lkv_model_block_bytes(m, cfg->block_size, cfg->kv_dtype);
+
+    st = LKV_KERN_CALL(x->be, mem_alloc,
+                       x->block_bytes * (size_t)cfg->n_device_blocks,
+                       (void **)&x->dev_pool);
+    if (st != LKV_OK) {
+        LKV_LOG_ERROR("cannot allocate the device kv pool (%d blocks of %zu "
+                      "bytes): %s; lower --device-kv-blocks",
+                      cfg->n_device_blocks, x->block_bytes,
+                      lkv_status_str(st));
+        x->dev_pool = NULL;
+        goto fail;
+    }
+    if (cfg->n_host_blocks > 0) {
+        st = LKV_KERN_CALL(x->be, host_alloc,
+                           x->block_bytes * (size_t)cfg->n_host_blocks,
+                           (void **)&x->host_pool);
+        if (st != LKV_OK) {
+            LKV_LOG_ERROR("cannot allocate the host kv pool (%d blocks of "
+                          "%zu bytes): %s; lower --host-kv-blocks",
+                          cfg->n_host_blocks, x->block_bytes,
+                          lkv_status_str(st));
+            x->host_pool = NULL;
+            goto fail;
+        }
+    }
+    LKV_CHECK_GOTO(lkv_seq_table_create(nl, cfg->max_seqs,
+                                        cfg->max_blocks_per_layer, &x->tab),
+                   st, fail);
+    {
+        lkv_fwd_config_t fc   = lkv_fwd_config_default();
+        fc.max_batch_tokens   = cfg->max_batch_tokens;
+        fc.max_seqs           = cfg->max_seqs;
+        fc.max_logit_rows     = cfg->max_seqs;
+        fc.max_blocks_per_seq = cfg->max_blocks_per_layer;
+        fc.block_size         = cfg->block_size;
+        fc.kv_dtype           = cfg->kv_dtype;
+        LKV_CHECK_GOTO(lkv_fwd_create(m, &fc, &x->fwd), st, fail);
+    }
+
+    /* a layer of a sequence has at most one move at a time, plus slack */
+    x->n_slots     = cfg->max_seqs * nl * 2 + 8;
+    x->slots       = calloc((size_t)x->n_slots, sizeof(*x->slots));
+    x->slot_blocks = malloc((size_t)x->n_slots * 2 *
+                            (size_t)cfg->max_blocks_per_layer *
+                            sizeof(int32_t));
+    x->ev_layer    = calloc((size_t)nl, sizeof(*x->ev_layer));
+    x->bseqs       = calloc((size_t)cfg->max_seqs, sizeof(*x->bseqs));
+    x->bent        = calloc((size_t)cfg->max_seqs, sizeof(*x->bent));
+    x->bplan       = calloc((size_t)cfg->max_seqs, sizeof(*x->bplan));
+    x->pstatus     = calloc((size_t)cfg->max_seqs, sizeof(*x->pstatus));
+    x->sparams     = calloc((size_t)cfg->max_seqs, sizeof(*x->sparams));
+    x->srng        = calloc((size_t)cfg->max_seqs, sizeof(*x->srng));
+    x->stokens     = calloc((size_t)cfg->max_seqs, sizeof(*x->stokens));
+    x->sbatch      = calloc((size_t)cfg->max_seqs, sizeof(*x->sbatch));
+    x->rseqs       = calloc((size_t)cfg->max_seqs, sizeof(*x->rseqs));
+    x->rdone       = calloc((size_t)x->n_slots, sizeof(*x->rdone));
+    x->rfailed     = calloc((size_t)x->n_slots, sizeof(*x->rfailed));
+    if (!x->slots || !x->slot_blocks || !x->ev_layer || !x->bseqs ||
+        !x->bent || !x->bplan || !x->pstatus || !x->sparams || !x->srng ||
+        !x->stokens || !x->sbatch || !x->rseqs || !x->rdone || !x->rfailed) {
+        st = LKV_ERR_NOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < x->n_slots; i++) {
+        size_t off       = (size_t)i * 2 * (size_t)cfg->max_blocks_per_layer;
+        x->slots[i].src  = x->slot_blocks + off;
+        x->slots[i].dst  = x->slot_blocks + off + cfg->max_blocks_per_layer;
+        LKV_CHECK_GOTO(LKV_KERN_CALL(x->be, event_create, &x->slots[i].ev),
+                       st, fail);
+    }
+    for (int l = 0; l < nl; l++) {
+        LKV_CHECK_GOTO(LKV_KERN_CALL(x->be, event_create, &x->ev_layer[l]),
+                       st, fail);
+    }
+    *x_p = x;
+    return LKV_OK;
+
+fail:
+    lkv_step_exec_destroy(&x);
+    return st;
+}
+
+void lkv_step_exec_destroy(lkv_step_exec_t **x_p)
+{
+    lkv_step_exec_t *x;
+
+    if (x_p == NULL || *x_p == NULL) {
+        return;
+    }
+    x = *x_p;
+    if (x->be->ops->sync != NULL) {
+        x->be->ops->sync(x->be, LKV_KERN_QUEUE_D2H);
+        x->be->ops->sync(x->be, LKV_KERN_QUEUE_H2D);
+    }
+    if (x->slots != NULL) {
+        for (int i = 0; i < x->n_slots; i++) {
+            if (x->slots[i].ev != NULL) {
+                x->be->ops->event_destroy(x->be, x->slots[i].ev);
+            }
+        }
+    }
+    if (x->ev_layer != NULL) {
+        for (int l = 0; l < x->m->cfg.n_layers; l++) {
+            if (x->ev_layer[l] != NULL) {
+                x->be->ops->event_destroy(x->be, x->ev_layer[l]);
+            }
+        }
+    }
+    lkv_fwd_destroy(&x->fwd);
+    lkv_seq_table_destroy(&x->tab);
+    if (x->dev_pool != NULL) {
+        x->be->ops->mem_free(x->be, x->dev_pool);
+    }
+    if (x->host_pool != NULL) {
+        x->be->ops->host_free(x->be, x->host_pool);
+    }
+    free(x->slots);
+    free(x->slot_blocks);
+    free(x->ev_layer);
+    free(x->bseqs);
+    free(x->bent);
+    free(x->bplan);
+    free(x->pstatus);
+    free(x->sparams);
+    free(x->srng);
+    free(x->stokens);
+    free(x->sbatch);
+    free(x->rseqs);
+    free(x->rdone);
+    free(x->rfailed);
+    free(x);
+    *x_p = NULL;
+}
+
+lkv_fwd_t *lkv_step_exec_forward(lkv_step_exec_t *x)
+{
+    return x->fwd;
+}
+
+void lkv_step_exec_stats(const lkv_step_exec_t *x,
+                         lkv_step_exec_stats_t *stats_p)
+{
+    *stats_p = x->stats;
+}
+
+int lkv_step_exec_moves_in_flight(const lkv_step_exec_t *x)
+{
+    int n = 0;
+
+    for (int i = 0; i < x->n_slots; i++) {
+        n += x->slots[i].used;
+    }
+    return n;
+}
+
+lkv_status_t lkv_step_exec_sync(lkv_step_exec_t *x)
+{
+    for (int i = 0; i < x->n_slots; i++) {
+        if (x->slots[i].used && x->slots[i].started) {
+            LKV_CHECK(LKV_KERN_CALL(x->be, event_sync, x->slots[i].ev));
+        }
+    }
+    return LKV_OK;
+}
+
+/* ---- copies ---- */
+
+static int32_t tier_blocks(const lkv_step_exec_t *x, int tier)
+{
+    return tier == LKV_KV_TIER_DEVICE ? x->cfg.n_device_blocks
+           : tier == LKV_KV_TIER_HOST ? x->cfg.n_host_blocks
+                                      : 0;
+}
+
+static uint8_t *block_ptr(lkv_step_exec_t *x, int tier, int32_t b)
+{
+    uint8_t *base = tier == LKV_KV_TIER_DEVICE ? x->dev_pool : x->host_pool;
+    return base + (size_t)b * x->block_bytes;
+}
+
+/* Queue copies of blocks [i0, i1) of slot from `from` to `to` (arrays of the
+ * slot), coalescing runs of consecutive indices. */
+static lkv_status_t copy_blocks(lkv_step_exec_t *x, const int32_t *from,
+                                int from_tier, const int32_t *to, int to_tier,
+                                int i0, int i1)
+{
+    lkv_kern_queue_t     q;
+    lkv_kern_copy_kind_t kind;
+
+    if (from_tier == LKV_KV_TIER_DEVICE && to_tier == LKV_KV_TIER_HOST) {
+        q    = LKV_KERN_QUEUE_D2H;
+        kind = LKV_KERN_COPY_D2H;
+    } else if (from_tier == LKV_KV_TIER_HOST &&
+               to_tier == LKV_KV_TIER_DEVICE) {
+        q    = LKV_KERN_QUEUE_H2D;
+        kind = LKV_KERN_COPY_H2D;
+    } else {
+        return LKV_ERR_UNSUPPORTED;
+    }
+    for (int i = i0; i < i1;) {
+        int j = i + 1;
+        while (j < i1 && from[j] == from[j - 1] + 1 && to[j] == to[j - 1] + 1) {
+            j++;
+        }
+        size_t bytes = (size_t)(j - i) * x->block_bytes;
+        LKV_CHECK(LKV_KERN_CALL(x->be, copy_async, q, kind,
+                                block_ptr(x, to_tier, to[i]),
+                                block_ptr(x, from_tier, from[i]), bytes));
+        if (q == LKV_KERN_QUEUE_D2H) {
+            x->step_d2h += (int64_t)bytes;
+        } else {
+            x->step_h2d += (int64_t)bytes;
+        }
+        i = j;
+    }
+    return LKV_OK;
+}
+
+static lkv_kern_queue_t slot_queue(const move_slot_t *s)
+{
+    return s->dst_tier == LKV_KV_TIER_DEVICE ? LKV_KERN_QUEUE_H2D
+                                             : LKV_KERN_QUEUE_D2H;
+}
+
+static lkv_status_t slot_start(lkv_step_exec_t *x, move_slot_t *s)
+{
+    LKV_CHECK(copy_blocks(x, s->src, s->src_tier, s->dst, s->dst_tier, 0,
+                          s->n_blocks));
+    LKV_CHECK(LKV_KERN_CALL(x->be, event_record, s->ev, slot_queue(s)));
+    s->started = true;
+    return LKV_OK;
+}
+
+static void report_done(lkv_step_exec_t *x, move_slot_t *s)
+{
+    x->rdone[x->n_done++] = s->move_id;
+    s->used               = false;
+}
+
+static void report_failed(lkv_step_exec_t *x, move_slot_t *s)
+{
+    x->rfailed[x->n_failed++] = s->move_id;
+    s->used                   = false;
+}
+
+/* A completed move: the layer's table follows it. */
+static void slot_complete(lkv_step_exec_t *x, move_slot_t *s)
+{
+    lkv_seq_entry_t *e = s->orphan ? NULL
+                                   : lkv_seq_table_find(x->tab, s->seq_id);
+
+    if (e != NULL) {
+        lkv_seq_layer_t *ly = &e->layers[s->layer];
+        switch (s->kind) {
+        case LKV_PLAN_MOVE_OFFLOAD:
+            lkv_seq_table_set(x->tab, e, s->layer, s->dst_tier, s->dst,
+                              s->n_blocks);
+            ly->offload_slot = -1;
+            break;
+        case LKV_PLAN_MOVE_RELOAD:
+            if (!s->applied) {
+                lkv_seq_table_set(x->tab, e, s->layer, s->dst_tier, s->dst,
+                                  s->n_blocks);
+            }
+            ly->reload_slot = -1;
+            break;
+        default:
+            ly->stage_slot = -1;
+            break;
+        }
+    }
+    report_done(x, s);
+}
+
+/* ---- plan application ---- */
+
+static bool blocks_ok(const lkv_step_exec_t *x, int tier, const int32_t *b,
+                      int n)
+{
+    int32_t cap = tier_blocks(x, tier);
+
+    if (b == NULL && n > 0) {
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        if (b[i] < 0 || b[i] >= cap) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static lkv_status_t check_appends(lkv_step_exec_t *x,
+                                  const lkv_step_plan_t *p)
+{
+    int nl = x->m->cfg.n_layers;
+
+    for (int i = 0; i < p->n_appends; i++) {
+        const lkv_plan_append_t *a = &p->appends[i];
+
+        if (a->layer < 0 || a->layer >= nl || a->n_blocks < 0 ||
+            (a->tier != LKV_KV_TIER_DEVICE && a->tier != LKV_KV_TIER_HOST) ||
+            !blocks_ok(x, a->tier, a->blocks, a->n_blocks)) {
+            LKV_LOG_ERROR("step %llu: invalid append %d (seq %llu, layer %d, "
+                          "tier %d, %d blocks): layer or block index out of "
+                          "range",
+                          (unsigned long long)p->step_id, i,
+                          (unsigned long long)a->seq_id, a->layer, a->tier,
+                          a->n_blocks);
+            return LKV_ERR_INVALID;
+        }
+        lkv_seq_entry_t *e = lkv_seq_table_find(x->tab, a->seq_id);
+        if (e != NULL) {
+            const lkv_seq_layer_t *ly = &e->layers[a->layer];
+            if ((ly->n_blocks > 0 && ly->tier != a->tier) ||
+                ly->n_blocks + a->n_blocks > x->cfg.max_blocks_per_layer ||
+                ly->reload_slot >= 0 || ly->offload_slot >= 0) {
+                LKV_LOG_ERROR("step %llu: append of %d %s blocks to layer %d "
+                              "of seq %llu does not fit its table (%d blocks "
+                              "in tier %d%s)",
+                              (unsigned long long)p->step_id, a->n_blocks,
+                              lkv_kv_tier_name(a->tier), a->layer,
+                              (unsigned long long)a->seq_id, ly->n_blocks,
+                              ly->tier,
+                              ly->reload_slot >= 0 || ly->offload_slot >= 0
+                                  ? ", moving"
+                                  : "");
+                return LKV_ERR_INVALID;
+            }
+        }
+    }
+    return LKV_OK;
+}
+
+static move_slot_t *slot_alloc(lkv_step_exec_t *x)
+{
+    for (int i = 0; i < x->n_slots; i++) {
+        if (!x->slots[i].used) {
+            move_slot_t *s = &x->slots[i];
+            s->used        = true;
+            s->started     = false;
+            s->applied     = false;
+            s->orphan      = false;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static int slot_index(const lkv_step_exec_t *x, const move_slot_t *s)
+{
+    return (int)(s - x->slots);
+}
+
+/* Register one move; start it unless it is an offload of a layer the batch
+ * computes this step. A move that cannot run is reported failed. */
+static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv,
+                     const bool *in_batch_unused)
+{
+    int              nl = x->m->cfg.n_layers;
+    lkv_seq_entry_t *e  = lkv_seq_table_find(x->tab, mv->seq_id);
+    move_slot_t     *s;
+    const char      *why = NULL;
+    (void)in_batch_unused;
+
+    s = slot_alloc(x);
+    if (s == NULL) {
+        LKV_LOG_ERROR("move %llu: no free move slot (%d in flight)",
+                      (unsigned long long)mv->move_id, x->n_slots);
+        x->rfailed[x->n_failed++] = mv->move_id;
+        return;
+    }
+    s->move_id  = mv->move_id;
+    s->seq_id   = mv->seq_id;
+    s->layer    = mv->layer;
+    s->kind     = mv->kind;
+    s->src_tier = mv->src_tier;
+    s->dst_tier = mv->dst_tier;
+    s->n_blocks = mv->n_blocks;
+
+    lkv_seq_layer_t *ly = NULL;
+    if (e == NULL) {
+        why = "unknown sequence";
+    } else if (mv->layer < 0 || mv->layer >= nl) {
+        why = "no such layer";
+    } else if (mv->n_blocks <= 0 ||
+               mv->n_blocks > x->cfg.max_blocks_per_layer ||
+               !blocks_ok(x, mv->src_tier, mv->src, mv->n_blocks) ||
+               !blocks_ok(x, mv->dst_tier, mv->dst, mv->n_blocks)) {
+        why = "block index outside its pool (or the remote tier, which this "
+              "worker does not have)";
+    } else {
+        ly = &e->layers[mv->layer];
+        if (ly->stage_slot >= 0 || ly->reload_slot >= 0 ||
+            ly->offload_slot >= 0) {
+            why = "layer already has a move in flight";
+        } else if (ly->tier != mv->src_tier || ly->n_blocks != mv->n_blocks) {
+            why = "source does not match the layer's table";
+        } else if (mv->kind == LKV_PLAN_MOVE_OFFLOAD &&
+                   !(mv->src_tier == LKV_KV_TIER_DEVICE &&
+                     mv->dst_tier == LKV_KV_TIER_HOST)) {
+            why = "offload must go device -> host";
+        } else if ((mv->kind == LKV_PLAN_MOVE_RELOAD ||
+                    mv->kind == LKV_PLAN_MOVE_STAGE) &&
+                   !(mv->src_tier == LKV_KV_TIER_HOST &&
+                     mv->dst_tier == LKV_KV_TIER_DEVICE)) {
+            why = "reload and stage must go host -> device";
+        } else if (mv->kind > LKV_PLAN_MOVE_STAGE) {
+            why = "unknown move kind";
+        }
+    }
+    if (why != NULL) {
+        LKV_LOG_ERROR("move %llu (seq %llu, layer %d, kind %d) cannot run: %s",
+                      (unsigned long long)mv->move_id,
+                      (unsigned long long)mv->seq_id, mv->layer, mv->kind,
+                      why);
+        report_failed(x, s);
+        return;
+    }
+    memcpy(s->src, mv->src, (size_t)mv->n_blocks * sizeof(int32_t));
+    memcpy(s->dst, mv->dst, (size_t)mv->n_blocks * sizeof(int32_t));
+    int idx = slot_index(x, s);
+    switch (mv->kind) {
+    case LKV_PLAN_MOVE_OFFLOAD:
+        ly->offload_slot = idx; /* started by kv_done or at step start */
+        x->stats.n_offloads++;
+        break;
+    case LKV_PLAN_MOVE_RELOAD:
+        ly->reload_slot = idx;
+        x->stats.n_reloads++;
+        break;
+    default:
+        ly->stage_slot = idx;
+        x->stats.n_stages++;
+        break;
+    }
+    if (mv->kind != LKV_PLAN_MOVE_OFFLOAD) {
+        if (slot_start(x, s) != LKV_OK) {
+            LKV_LOG_ERROR("move %llu: queueing its copies failed",
+                          (unsigned long long)mv->move_id);
+            if (mv->kind == LKV_PLAN_MOVE_RELOAD) {
+                ly->reload_slot = -1;
+            } else {
+                ly->stage_slot = -1;
+            }
+            /* copies already queued still run: wait before reporting */
+            LKV_KERN_CALL(x->be, event_record, s->ev, slot_queue(s));
+            LKV_KERN_CALL(x->be, event_sync, s->ev);
+            report_failed(x, s);
+        }
+    }
+}
+
+/* ---- forward hooks ---- */
+
+static lkv_status_t hook_table(void *ctx, int si, int layer,
+                               const int32_t **blocks_p, int *n_p)
+{
+    lkv_step_exec_t *x  = ctx;
+    lkv_seq_layer_t *ly = &x->bent[si]->layers[layer];
+
+    if (ly->stage_slot >= 0) {
+        const move_slot_t *s = &x->slots[ly->stage_slot];
+        *blocks_p            = s->dst;
+        *n_p                 = s->n_blocks;
+        return LKV_OK;
+    }
+    if (ly->n_blocks > 0 && ly->tier == LKV_KV_TIER_DEVICE) {
+        *blocks_p = ly->blocks;
+        *n_p      = ly->n_blocks;
+        return LKV_OK;
+    }
+    LKV_LOG_ERROR("layer %d of seq %llu is not on the device and the plan "
+                  "neither reloads nor stages it",
+                  layer, (unsigned long long)x->bent[si]->seq_id);
+    return LKV_ERR_INVALID;
+}
+
+static lkv_status_t hook_before(void *ctx, int layer)
+{
+    lkv_step_exec_t *x = ctx;
+    int              n = 0;
+
+    for (int i = 0; i < x->cfg.max_seqs && x->bent[i] != NULL; i++) {
+        n = i + 1;
+    }
+    for (int i = 0; i < n; i++) {
+        lkv_seq_layer_t *ly = &x->bent[i]->layers[layer];
+        if (ly->stage_slot >= 0) {
+            LKV_CHECK(LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_COMPUTE,
+                                    x->slots[ly->stage_slot].ev));
+        }
+        if (ly->reload_slot >= 0 && !x->slots[ly->reload_slot].applied) {
+            move_slot_t *s = &x->slots[ly->reload_slot];
+            LKV_CHECK(LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_COMPUTE,
+                                    s->ev));
+            LKV_CHECK(lkv_seq_table_set(x->tab, x->bent[i], layer,
+                                        s->dst_tier, s->dst, s->n_blocks));
+            s->applied = true;
+        }
+    }
+    return LKV_OK;
+}
+
+static lkv_status_t hook_kv_done(void *ctx, int layer)
+{
+    lkv_step_exec_t *x        = ctx;
+    bool             recorded = false;
+
+    for (int i = 0; i < x->cfg.max_seqs && x->bent[i] != NULL; i++) {
+        lkv_seq_layer_t     *ly = &x->bent[i]->layers[layer];
+        const lkv_fwd_seq_t *q  = &x->bseqs[i];
+
+        if (ly->offload_slot < 0 && ly->stage_slot < 0) {
+            continue;
+        }
+        if (!recorded) {
+            LKV_CHECK(LKV_KERN_CALL(x->be, event_record, x->ev_layer[layer],
+                                    LKV_KERN_QUEUE_COMPUTE));
+            LKV_CHECK(LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_D2H,
+                                    x->ev_layer[layer]));
+            recorded = true;
+        }
+        if (ly->offload_slot >= 0 && !x->slots[ly->offload_slot].started) {
+            LKV_CHECK(slot_start(x, &x->slots[ly->offload_slot]));
+        }
+        if (ly->stage_slot >= 0) {
+            /* write the staged blocks that got new tokens back home */
+            move_slot_t *s  = &x->slots[ly->stage_slot];
+            int          bs = x->cfg.block_size;
+            int          i0 = q->pos0 / bs;
+            int          i1 = (q->pos0 + q->n_tokens - 1) / bs + 1;
+            if (i1 > s->n_blocks) {
+                i1 = s->n_blocks;
+            }
+            LKV_CHECK(copy_blocks(x, s->dst, s->dst_tier, s->src, s->src_tier,
+                                  i0, i1));
+            LKV_CHECK(LKV_KERN_CALL(x->be, event_record, s->ev,
+                                    LKV_KERN_QUEUE_D2H));
+        }
+    }
+    return LKV_OK;
+}
+
+/* ---- the step ---- */
+
+static void finish_step(lkv_step_exec_t *x, const lkv_step_plan_t *p,
+                        lkv_step_result_t *res, int64_t t0)
+{
+    /* offloads whose layer was not computed (failed pass): run them now so
+     * the source blocks are not left pinned */
+    for (int i = 0; i < x->n_slots; i++) {
+        move_slot_t *s = &x->slots[i];
+        if (s->used && !s->started && s->kind == LKV_PLAN_MOVE_OFFLOAD) {
+            if (slot_start(x, s) != LKV_OK) {
+                lkv_seq_entry_t *e = lkv_seq_table_find(x->tab, s->seq_id);
+                if (e != NULL) {
+                    e->layers[s->layer].offload_slot = -1;
+                }
+                LKV_KERN_CALL(x->be, event_record, s->ev, slot_queue(s));
+                LKV_KERN_CALL(x->be, event_sync, s->ev);
+                report_failed(x, s);
+            }
+        }
+    }
+    /* the step's offloads and stages end with the step; reloads when done */
+    for (int i = 0; i < x->n_slots; i++) {
+        move_slot_t *s = &x->slots[i];
+        if (!s->used || !s->started) {
+            continue;
+        }
+        if (s->kind == LKV_PLAN_MOVE_RELOAD) {
+            if (LKV_KERN_CALL(x->be, event_query, s->ev) == LKV_OK) {
+                slot_complete(x, s);
+            }
+            continue;
+        }
+        if (LKV_KERN_CALL(x->be, event_sync, s->ev) != LKV_OK) {
+            LKV_LOG_ERROR("move %llu: copy failed",
+                          (unsigned long long)s->move_id);
+            report_failed(x, s);
+            continue;
+        }
+        slot_complete(x, s);
+    }
+    /* finished sequences: in-flight reloads become orphans */
+    for (int i = 0; i < p->n_finished; i++) {
+        for (int j = 0; j < x->n_slots; j++) {
+            if (x->slots[j].used && x->slots[j].seq_id == p->finished[i]) {
+                x->slots[j].orphan = true;
+            }
+        }
+        lkv_seq_table_remove(x->tab, p->finished[i]);
+    }
+    int64_t t1          = lkv_now_ns();
+    res->step_id        = p->step_id;
+    res->n_moves_done   = x->n_done;
+    res->moves_done     = x->rdone;
+    res->n_moves_failed = x->n_failed;
+    res->moves_failed   = x->rfailed;
+    res->step_ns        = t1 - t0;
+    res->bytes_d2h      = x->step_d2h;
+    res->bytes_h2d      = x->step_h2d;
+    x->stats.bytes_d2h += x->step_d2h;
+    x->stats.bytes_h2d += x->step_h2d;
+    x->stats.steps++;
+    x->stats.step_ns += t1 - t0;
+    x->stats.compute_ns += res->compute_ns;
+}
+
+lkv_status_t lkv_step_exec_run(lkv_step_exec_t *x, const lkv_step_plan_t *p,
+                               lkv_step_result_t *res)
+{
+    int64_t      t0 = lkv_now_ns();
+    lkv_status_t st = LKV_OK;
+    int          nb = 0;
+    int          nl = x->m->cfg.n_layers;
+
+    memset(res, 0, sizeof(*res));
+    res->step_id  = p->step_id;
+    res->seqs     = x->rseqs;
+    x->n_done     = 0;
+    x->n_failed   = 0;
+    x->step_d2h   = 0;
+    x->step_h2d   = 0;
+    res->n_seqs   = 0;
+    if (p->n_seqs < 0 || p->n_seqs > x->cfg.max_seqs ||
+        (p->n_seqs > 0 && p->seqs == NULL) || p->n_appends < 0 ||
+        p->n_moves < 0 || p->n_finished < 0) {
+        LKV_LOG_ERROR("step %llu: invalid plan (%d sequences, limit %d)",
+                      (unsigned long long)p->step_id, p->n_seqs,
+                      x->cfg.max_seqs);
+        res->status = LKV_ERR_INVALID;
+        return LKV_ERR_INVALID;
+    }
+    st = check_appends(x, p);
+    if (st != LKV_OK) {
+        res->status = st;
+        return st;
+    }
+    for (int i = 0; i < p->n_appends; i++) {
+        const lkv_plan_append_t *a = &p->appends[i];
+        lkv_seq_entry_t         *e;
+
+        st = lkv_seq_table_get(x->tab, a->seq_id, &e);
+        if (st == LKV_OK) {
+            st = lkv_seq_table_append(x->tab, e, a->layer, a->tier,
+                                      a->blocks, a->n_blocks);
+        }
+        if (st != LKV_OK) {
+            res->status = st;
+            return st;
+        }
+    }
+    for (int i = 0; i < p->n_moves; i++) {
+        add_move(x, &p->moves[i], NULL);
+    }
+
+    /* the batch: sequences whose every layer can be computed */
+    memset(x->bent, 0, (size_t)x->cfg.max_seqs * sizeof(*x->bent));
+    for (int i = 0; i < p->n_seqs; i++) {
+        const lkv_plan_seq_t *q = &p->seqs[i];
+        lkv_seq_entry_t      *e = lkv_seq_table_find(x->tab, q->seq_id);
+
+        x->pstatus[i] = LKV_OK;
+        if (e == NULL) {
+            LKV_LOG_ERROR("step %llu: seq %llu has no kv blocks",
+                          (unsigned long long)p->step_id,
+                          (unsigned long long)q->seq_id);
+            x->pstatus[i] = LKV_ERR_INVALID;
+            continue;
+        }
+        for (int j = 0; j < nb; j++) {
+            if (x->bent[j] == e) {
+                LKV_LOG_ERROR("step %llu: seq %llu appears twice",
+                              (unsigned long long)p->step_id,
+                              (unsigned long long)q->seq_id);
+                x->pstatus[i] = LKV_ERR_INVALID;
+            }
+        }
+        for (int l = 0; l < nl && x->pstatus[i] == LKV_OK; l++) {
+            const lkv_seq_layer_t *ly = &e->layers[l];
+            if (!(ly->tier == LKV_KV_TIER_DEVICE && ly->n_blocks > 0) &&
+                ly->stage_slot < 0 && ly->reload_slot < 0) {
+                LKV_LOG_ERROR("step %llu: layer %d of seq %llu is not on the "
+                              "device and the plan neither reloads nor "
+                              "stages it",
+                              (unsigned long long)p->step_id, l,
+                              (unsigned long long)q->seq_id);
+                x->pstatus[i] = LKV_ERR_INVALID;
+            }
+        }
+        if (x->pstatus[i] != LKV_OK) {
+            continue;
+        }
+        x->bent[nb]           = e;
+        x->bplan[nb]          = i;
+        x->bseqs[nb].n_tokens = q->n_tokens;
+        x->bseqs[nb].tokens   = q->tokens;
+        x->bseqs[nb].pos0     = q->pos0;
+        x->bseqs[nb].n_logits = q->sample ? 1 : 0;
+        nb++;
+    }
+
+    if (nb > 0) {
+        lkv_fwd_batch_t b;
+        int             n_rows = 0;
+        int64_t         tc     = lkv_now_ns();
+
+        b.n_seqs       = nb;
+        b.seqs         = x->bseqs;
+        b.kv_pool      = x->dev_pool;
+        b.table        = hook_table;
+        b.before_layer = hook_before;
+        b.kv_done      = hook_kv_done;
+        b.ctx          = x;
+        st             = lkv_fwd_run(x->fwd, &b, &n_rows);
+        if (st == LKV_OK && n_rows > 0) {
+            int r = 0;
+            for (int j = 0; j < nb; j++) {
+                if (x->bseqs[j].n_logits == 0) {
+                    continue;
+                }
+                const lkv_plan_sampling_t *sp =
+                    &p->seqs[x->bplan[j]].sampling;
+                lkv_seq_entry_t *e = x->bent[j];
+                if (!e->rng_init) {
+                    e->rng      = sp->seed;
+                    e->rng_init = true;
+                }
+                x->sparams[r].temperature = sp->temperature;
+                x->sparams[r].top_k       = sp->top_k;
+                x->sparams[r].top_p       = sp->top_p;
+                x->sparams[r].seed        = sp->seed;
+                x->srng[r]                = e->rng;
+                x->sbatch[r]              = j;
+                r++;
+            }
+            st = LKV_KERN_CALL(x->be, sample, x->stokens,
+                               lkv_fwd_logits(x->fwd), r,
+                               x->m->cfg.vocab_size, x->sparams, x->srng);
+            if (st == LKV_OK) {
+                for (int k = 0; k < r; k++) {
+                    x->bent[x->sbatch[k]]->rng = x->srng[k];
+                }
+            }
+        }
+        res->compute_ns = lkv_now_ns() - tc;
+        if (st != LKV_OK) {
+            LKV_LOG_ERROR("step %llu: forward pass failed: %s",
+                          (unsigned long long)p->step_id,
+                          lkv_status_str(st));
+        }
+    }
+
+    /* per-sequence results in plan order */
+    for (int i = 0; i < p->n_seqs; i++) {
+        x->rseqs[i].seq_id = p->seqs[i].seq_id;
+        x->rseqs[i].token  = -1;
+        x->rseqs[i].status = x->pstatus[i] != LKV_OK ? x->pstatus[i] : st;
+    }
+    if (st == LKV_OK) {
+        int r = 0;
+        for (int j = 0; j < nb; j++) {
+            if (x->bseqs[j].n_logits > 0) {
+                x->rseqs[x->bplan[j]].token = x->stokens[r++];
+            }
+        }
+    }
+    res->n_seqs = p->n_seqs;
+    finish_step(x, p, res, t0);
+    res->status = st;
+    return st;
+}
