@@ -48,6 +48,14 @@ typedef struct call {
     lkv_wire_msg_t  reply; /* owned by the waiter once done */
 } call_t;
 
+/* A queued event for lkv_client_poll; ev is first so the public pointer
+ * is the allocation. */
+typedef struct polled {
+    lkv_client_event_t ev;
+    struct polled     *next;
+    char               data[]; /* text, message, finish_reason */
+} polled_t;
+
 struct lkv_client {
     char              endpoint[256];
     lkv_client_opts_t opts;
@@ -66,6 +74,8 @@ struct lkv_client {
     call_t         *calls;
     int             n_calls;
     uint64_t        next_id;
+    polled_t       *queue_head; /* events for lkv_client_poll */
+    polled_t       *queue_tail;
     bool            closing;
     bool            dead; /* I/O thread gone after a fatal error */
 };
@@ -111,6 +121,17 @@ static void remove_call(lkv_client_t *c, call_t *target) /* mu held */
     }
 }
 
+/* Copy src (NULL = "") into dst[cap], truncating; always NUL-terminated. */
+static void copy_trunc(char *dst, size_t cap, const char *src)
+{
+    size_t n = src != NULL ? strnlen(src, cap - 1) : 0;
+
+    if (n > 0) {
+        memcpy(dst, src, n);
+    }
+    dst[n] = '\0';
+}
+
 static bool on_io_thread(lkv_client_t *c)
 {
     return c->thread_started && pthread_equal(pthread_self(), c->thread);
@@ -125,25 +146,43 @@ static void abs_deadline(struct timespec *ts, int64_t ns_from_now)
 }
 
 /* Push a command to the I/O thread: [code][8-byte id][bytes]. */
-static lkv_status_t push_cmd(lkv_client_t *c, char code, uint64_t id,
-                             const void *bytes, size_t len)
+static uint8_t *make_cmd(char code, uint64_t id, const void *bytes,
+                         size_t len)
 {
-    uint8_t     *frame = malloc(9 + len);
+    uint8_t *frame = malloc(9 + len);
+
+    if (frame != NULL) {
+        frame[0] = (uint8_t)code;
+        memcpy(frame + 1, &id, 8);
+        if (len > 0) {
+            memcpy(frame + 9, bytes, len);
+        }
+    }
+    return frame;
+}
+
+/* Send a made command (frame of 9 + len bytes) and free it. Fails only
+ * when the context is gone (handle closed): LKV_ERR_CANCELLED. */
+static lkv_status_t send_cmd(lkv_client_t *c, uint8_t *frame, size_t len)
+{
     lkv_status_t st;
 
-    if (frame == NULL) {
-        return LKV_ERR_NOMEM;
-    }
-    frame[0] = (uint8_t)code;
-    memcpy(frame + 1, &id, 8);
-    if (len > 0) {
-        memcpy(frame + 9, bytes, len);
-    }
     pthread_mutex_lock(&c->pipe_mu);
     st = lkv_zmq_send(c->pipe_api, frame, 9 + len, false);
     pthread_mutex_unlock(&c->pipe_mu);
     free(frame);
     return st;
+}
+
+static lkv_status_t push_cmd(lkv_client_t *c, char code, uint64_t id,
+                             const void *bytes, size_t len)
+{
+    uint8_t *frame = make_cmd(code, id, bytes, len);
+
+    if (frame == NULL) {
+        return LKV_ERR_NOMEM;
+    }
+    return send_cmd(c, frame, len);
 }
 
 /* ---- options ---- */
@@ -172,18 +211,74 @@ lkv_client_request_t lkv_client_request_default(void)
 
 /* ---- I/O thread ---- */
 
+/* Copy ev (and its strings) to the poll queue. */
+static void enqueue(lkv_client_t *c, const lkv_client_event_t *ev)
+{
+    size_t    nt = ev->text != NULL ? ev->text_len : 0;
+    size_t    nm = ev->message != NULL ? strlen(ev->message) : 0;
+    size_t    nf = ev->finish_reason != NULL ? strlen(ev->finish_reason) : 0;
+    polled_t *q  = malloc(sizeof(*q) + nt + nm + nf + 3);
+
+    if (q == NULL) {
+        LKV_LOG_ERROR("client: out of memory queueing an event of request "
+                      "%llu; it is lost",
+                      (unsigned long long)ev->request);
+        return;
+    }
+    q->ev   = *ev;
+    q->next = NULL;
+    char *d = q->data;
+    if (nt > 0) {
+        memcpy(d, ev->text, nt);
+    }
+    d[nt]      = '\0';
+    q->ev.text = ev->text != NULL ? d : NULL;
+    d += nt + 1;
+    if (nm > 0) {
+        memcpy(d, ev->message, nm);
+    }
+    d[nm]         = '\0';
+    q->ev.message = ev->message != NULL ? d : NULL;
+    d += nm + 1;
+    if (nf > 0) {
+        memcpy(d, ev->finish_reason, nf);
+    }
+    d[nf]               = '\0';
+    q->ev.finish_reason = ev->finish_reason != NULL ? d : NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->queue_tail != NULL) {
+        c->queue_tail->next = q;
+    } else {
+        c->queue_head = q;
+    }
+    c->queue_tail = q;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void emit(lkv_client_t *c, req_t *r, lkv_client_event_t *ev,
                  bool terminal)
 {
     ev->request = r->id;
+    if (r->fn == NULL) {
+        /* polled: a terminal event is queued after the request left the
+         * table, so a poller that sees it also sees pending drop */
+        if (terminal) {
+            pthread_mutex_lock(&c->mu);
+            remove_req(c, r);
+            pthread_cond_broadcast(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+            free(r);
+        }
+        enqueue(c, ev);
+        return;
+    }
     if (terminal) {
         pthread_mutex_lock(&c->mu);
         r->terminal = true;
         pthread_mutex_unlock(&c->mu);
     }
-    if (r->fn != NULL) {
-        r->fn(ev, r->user);
-    }
+    r->fn(ev, r->user);
     if (terminal) {
         pthread_mutex_lock(&c->mu);
         remove_req(c, r);
@@ -215,8 +310,7 @@ static void finish_call(lkv_client_t *c, call_t *k, lkv_status_t st,
     remove_call(c, k);
     k->done   = true;
     k->status = st;
-    snprintf(k->message, sizeof(k->message), "%s",
-             message != NULL ? message : "");
+    copy_trunc(k->message, sizeof(k->message), message);
     if (reply != NULL) {
         k->reply = *reply; /* the waiter now owns the arena */
         reply->arena = NULL;
@@ -399,7 +493,8 @@ static void on_dealer_readable(lkv_client_t *c)
 {
     lkv_wire_limits_t lim = lkv_wire_limits_server();
 
-    for (;;) {
+    /* bounded batch: a flooding server must not starve the command pipe */
+    for (int batch = 0; batch < 512; batch++) {
         lkv_zmq_frame_t f;
         lkv_wire_msg_t  m;
         lkv_status_t    st = lkv_zmq_recv(c->dealer, &f, true);
@@ -532,7 +627,9 @@ static void *io_main(void *arg)
 
     while (!quit) {
         bool         rd[2] = {false, false};
-        lkv_status_t st    = lkv_zmq_poll_in(socks, 2, TICK_MS, rd);
+        /* idle: sleep until the pipe brings work (timers need no tick) */
+        lkv_status_t st = lkv_zmq_poll_in(socks, 2, was_idle ? 1000 : TICK_MS,
+                                          rd);
         int64_t      now;
 
         if (st == LKV_ERR_CANCELLED || st == LKV_ERR_IO) {
@@ -706,6 +803,11 @@ void lkv_client_close(lkv_client_t **client_p)
     lkv_zmq_close(&c->pipe_io);
     lkv_zmq_close(&c->dealer);
     lkv_zmq_ctx_destroy(&c->ctx);
+    while (c->queue_head != NULL) {
+        polled_t *next = c->queue_head->next;
+        free(c->queue_head);
+        c->queue_head = next;
+    }
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->pipe_mu);
@@ -820,17 +922,25 @@ lkv_status_t lkv_client_submit(lkv_client_t *c, const lkv_client_request_t *rq,
         free(r);
         return st;
     }
+    /* everything that can fail for lack of memory happens before the
+     * request becomes visible to the I/O thread */
+    uint64_t id    = r->id; /* r belongs to the I/O thread once inserted */
+    size_t   len   = b.len;
+    uint8_t *frame = make_cmd(CMD_SEND, id, b.data, b.len);
+    lkv_wire_buf_free(&b);
+    if (frame == NULL) {
+        free(r);
+        return LKV_ERR_NOMEM;
+    }
     pthread_mutex_lock(&c->mu);
-    r->next            = *bucket(c, r->id);
-    *bucket(c, r->id)  = r;
+    r->next           = *bucket(c, r->id);
+    *bucket(c, r->id) = r;
     c->n_pending++;
     pthread_mutex_unlock(&c->mu);
-    uint64_t id = r->id; /* r belongs to the I/O thread once pushed */
-    st          = push_cmd(c, CMD_SEND, id, b.data, b.len);
-    lkv_wire_buf_free(&b);
+    st = send_cmd(c, frame, len);
     if (st != LKV_OK) {
-        /* the I/O thread never saw it: take it back unless a timeout
-         * sweep already ended it */
+        /* only after close (a contract violation: the I/O thread is gone):
+         * take it back unless something already ended it */
         bool mine;
 
         pthread_mutex_lock(&c->mu);
@@ -905,6 +1015,49 @@ lkv_status_t lkv_client_wait(lkv_client_t *c, uint64_t request, int timeout_ms)
     return st;
 }
 
+lkv_status_t lkv_client_poll(lkv_client_t *c, int timeout_ms,
+                             lkv_client_event_t **ev_p)
+{
+    struct timespec dl;
+    polled_t       *q = NULL;
+
+    if (c == NULL || ev_p == NULL) {
+        return LKV_ERR_INVALID;
+    }
+    if (on_io_thread(c)) {
+        return LKV_ERR_BUSY;
+    }
+    if (timeout_ms > 0) {
+        abs_deadline(&dl, (int64_t)timeout_ms * 1000000LL);
+    }
+    pthread_mutex_lock(&c->mu);
+    while (c->queue_head == NULL && timeout_ms != 0) {
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&c->cv, &c->mu);
+        } else if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (c->queue_head != NULL) {
+        q             = c->queue_head;
+        c->queue_head = q->next;
+        if (c->queue_head == NULL) {
+            c->queue_tail = NULL;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (q == NULL) {
+        return LKV_ERR_TIMEOUT;
+    }
+    *ev_p = &q->ev;
+    return LKV_OK;
+}
+
+void lkv_client_event_free(lkv_client_event_t *ev)
+{
+    free(ev); /* ev is the first member of its polled_t allocation */
+}
+
 int lkv_client_pending(lkv_client_t *c)
 {
     int n;
@@ -975,16 +1128,16 @@ static lkv_status_t query(lkv_client_t *c, lkv_wire_type_t type,
             !k.done) {
             remove_call(c, &k);
             pthread_mutex_unlock(&c->mu);
-            LKV_LOG_ERROR("no %s reply from server %s within %d ms: is it "
-                          "running?",
+            LKV_LOG_INFO("no %s reply from server %s within %d ms: is it "
+                         "running?",
                           lkv_wire_type_name(type), c->endpoint, timeout_ms);
             return LKV_ERR_TIMEOUT;
         }
     }
     pthread_mutex_unlock(&c->mu);
     if (k.status != LKV_OK) {
-        LKV_LOG_ERROR("%s failed: %s (%s)", lkv_wire_type_name(type),
-                      k.message, lkv_status_name(k.status));
+        LKV_LOG_INFO("%s failed: %s (%s)", lkv_wire_type_name(type),
+                     k.message, lkv_status_name(k.status));
         lkv_wire_msg_release(&k.reply);
         return k.status;
     }

@@ -21,5 +21,6 @@ LKV_CMD_WEAK int lkv_cmd_sim(int argc, char **argv);
 LKV_CMD_WEAK int lkv_cmd_kvnode(int argc, char **argv);
 LKV_CMD_WEAK int lkv_cmd_tokenize(int argc, char **argv);
 LKV_CMD_WEAK int lkv_cmd_inspect(int argc, char **argv);
+LKV_CMD_WEAK int lkv_cmd_bench_overlap(int argc, char **argv);
 
 #endif /* LKV_CMD_COMMANDS_H */

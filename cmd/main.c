@@ -25,6 +25,7 @@ static const subcommand_t *subcommands(int *n_p)
         {"kvnode", NULL, "remote host-memory KV tier over UCX"},
         {"tokenize", NULL, "print the token ids of a text for a model"},
         {"inspect", NULL, "print a model file's config and tensors"},
+        {"bench-overlap", NULL, "measure KV offload / compute overlap (link emulation)"},
     };
     int n = (int)(sizeof(table) / sizeof(table[0]));
 
@@ -39,6 +40,7 @@ static const subcommand_t *subcommands(int *n_p)
     table[8].fn  = lkv_cmd_kvnode;
     table[9].fn  = lkv_cmd_tokenize;
     table[10].fn = lkv_cmd_inspect;
+    table[11].fn = lkv_cmd_bench_overlap;
     *n_p         = n;
     return table;
 }

@@ -16,13 +16,16 @@ static lkv_status_t baseline_admit(lkv_sched_t *s, sched_step_t *st,
                                    sched_req_t *q, int c, int *n_off_p,
                                    bool *anti_p)
 {
-    int64_t need = (int64_t)s->cfg.n_layers * sched_blocks_for(s, q->n_total);
+    int64_t need = (int64_t)s->cfg.n_layers * sched_blocks_for(s, q->n_total) +
+                   sched_prefill_reserve(s);
 
     (void)st;
     (void)c; /* with chunking vLLM still checks the whole prompt */
     *n_off_p = 0;
     *anti_p  = false;
-    if ((int64_t)sched_device_free(s) - need < s->watermark_blocks) {
+    /* the watermark protects running requests; with none, use it all */
+    if ((int64_t)sched_device_free(s) - need <
+        (s->running.n > 0 ? s->watermark_blocks : 0)) {
         return LKV_AGAIN;
     }
     return LKV_OK;

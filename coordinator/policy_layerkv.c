@@ -75,7 +75,7 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
     const int L      = s->cfg.n_layers;
     int64_t   n_c    = sched_blocks_for(s, c);
     int64_t   n_full = sched_blocks_for(s, q->n_total);
-    int64_t   free_dev = sched_device_free(s);
+    int64_t   free_dev = sched_device_free(s) - sched_prefill_reserve(s);
     double    t_pf   = sched_prefill_with(s, st, c, q->n_cached);
     int64_t   k_max, k;
     bool      anti = false;
@@ -90,7 +90,8 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
         anti = true;
     }
     /* transient device need: every layer of the chunk */
-    if ((int64_t)L * n_c + s->watermark_blocks > free_dev) {
+    if ((int64_t)L * n_c + (s->running.n > 0 ? s->watermark_blocks : 0) >
+        free_dev) {
         return LKV_AGAIN;
     }
     /* Eq. 4: link time of the step's offloads <= its prefill time */
@@ -150,7 +151,51 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
     return LKV_OK;
 }
 
-/* Partially resident requests: reload / stream / wait. */
+/* Device blocks the queue head would take if admitted this step (0 when it
+ * would not be admitted anyway: T_allow, or no room for it at all). */
+static int64_t head_need(lkv_sched_t *s, const sched_step_t *st)
+{
+    const sched_req_t *q;
+    int32_t            c;
+    int64_t            need;
+
+    if (s->waiting.n == 0 || s->running.n >= s->cfg.max_seqs) {
+        return 0;
+    }
+    q = s->waiting.v[0];
+    c = q->n_total;
+    if (s->cfg.chunked_prefill && c > s->cfg.chunk_tokens) {
+        c = s->cfg.chunk_tokens;
+    }
+    if (sched_prefill_with(s, st, c, 0) > st->t_allow_ns &&
+        !about_to_starve(s, st, q)) {
+        return 0;
+    }
+    need = (int64_t)s->cfg.n_layers * sched_blocks_for(s, c) +
+           s->watermark_blocks;
+    return need <= sched_device_free(s) ? need : 0;
+}
+
+/* r's TPOT slack (Eq. 1) is below two decode steps: it must move now. */
+static bool slack_tight(const lkv_sched_t *s, const sched_step_t *st,
+                        const sched_req_t *r)
+{
+    double t_d = st->t_d_ns > 0.0 ? st->t_d_ns
+                                  : lkv_slo_decode_ns(s->slo, 1, r->n_total);
+    double d;
+
+    if (r->tpot_slo_ns <= 0 || r->t.first_token_ns == 0) {
+        return false;
+    }
+    d = lkv_slo_tpot_slack_ns((double)r->tpot_slo_ns, r->t.n_generated - 1,
+                              sched_pred_remaining(s, r),
+                              (double)(st->now_ns - r->t.first_token_ns), t_d);
+    return d < 2.0 * t_d;
+}
+
+/* Partially resident requests: reload / stream / wait. A reload or staging
+ * does not take the memory the queue head is about to be admitted into,
+ * unless the request's own TPOT slack is running out. */
 static lkv_status_t layerkv_partial(lkv_sched_t *s, sched_step_t *st)
 {
     const int L = s->cfg.n_layers;
@@ -191,6 +236,13 @@ static lkv_status_t layerkv_partial(lkv_sched_t *s, sched_step_t *st)
         }
         free_dev = sched_device_free(s);
         wm       = st->force ? 0 : s->watermark_blocks;
+        if (!st->force && !slack_tight(s, st, r)) {
+            int64_t hn = head_need(s, st);
+
+            if (hn > 0 && free_dev - (off_blocks + growth) < hn) {
+                continue; /* the queue head goes first */
+            }
+        }
         /* reload: room for every off-device layer and the next token */
         if (s->cfg.decode_mode != LKV_SCHED_DECODE_STREAM &&
             free_dev - wm >= off_blocks + growth) {

@@ -42,8 +42,8 @@ void lkv_pred_observe(lkv_pred_t *p, int32_t n_prompt, int32_t n_output);
  * that has produced n_generated tokens and may produce at most max_remaining
  * more: the quantile of remembered outputs longer than n_generated, minus
  * n_generated; the prior when none; always in [min(1, max_remaining),
- * max_remaining]. */
-int32_t lkv_pred_remaining(const lkv_pred_t *p, int32_t n_prompt,
+ * max_remaining]. Sorts a bucket lazily after it changed (not const). */
+int32_t lkv_pred_remaining(lkv_pred_t *p, int32_t n_prompt,
                            int32_t n_generated, int32_t max_remaining);
 
 /* Samples remembered in total (tests, metrics). */

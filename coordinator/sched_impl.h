@@ -122,6 +122,8 @@ struct lkv_sched {
     int64_t  next_admit_ord;
     uint64_t step_id;
     bool     plan_outstanding;
+    bool     admit_hold; /* after a deadlock break: admit nothing until a
+                            running request makes progress */
 
     SCHED_VEC(sched_move_t) moves; /* OFFLOAD/RELOAD in flight */
 
@@ -189,5 +191,7 @@ double       sched_prefill_with(const lkv_sched_t *s, const sched_step_t *st,
 /* Predicted remaining output tokens of r (predictor, clipped). */
 int32_t      sched_pred_remaining(const lkv_sched_t *s, const sched_req_t *r);
 int32_t      sched_device_free(const lkv_sched_t *s);
+/* Device blocks still needed by admitted, unfinished prefills. */
+int64_t      sched_prefill_reserve(const lkv_sched_t *s);
 
 #endif /* LKV_COORDINATOR_SCHED_IMPL_H */

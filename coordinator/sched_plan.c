@@ -332,15 +332,67 @@ static void preempt(lkv_sched_t *s, int idx)
     s->waiting.n++;
 }
 
-/* Newest running request after index `after` with no copy in flight. */
-static int pick_victim(const lkv_sched_t *s, int after)
+/* Newest running request after index `after` with no copy in flight (and,
+ * when `holding`, with more than its retained layers on the device). */
+static int pick_victim(const lkv_sched_t *s, int after, bool holding)
 {
     for (int j = s->running.n - 1; j > after; j--) {
-        if (s->running.v[j]->n_moves == 0 && !s->running.v[j]->in_plan) {
-            return j;
+        const sched_req_t *v = s->running.v[j];
+
+        if (v->n_moves != 0 || v->in_plan) {
+            continue;
         }
+        if (holding && sched_layers_in(s, v, LKV_KV_RES_DEVICE) <=
+                           s->cfg.min_retained_layers) {
+            continue;
+        }
+        return j;
     }
     return -1;
+}
+
+static int offload_tier(const lkv_sched_t *s, int64_t blocks);
+
+/* LAYERKV preemption by offload instead of recompute: v's device layers but
+ * the retained ones (interleaved) go to the host; their device blocks free
+ * when the copies are reported done, and v comes back by reload or stream
+ * like any partially resident request. Returns the device blocks that will
+ * free (0: not possible, use recompute). */
+static int64_t preempt_offload(lkv_sched_t *s, sched_req_t *v)
+{
+    const int L = s->cfg.n_layers;
+    int       k = L - s->cfg.min_retained_layers;
+    int64_t   blocks = 0;
+    int       tier;
+
+    if (s->cfg.policy != LKV_SCHED_POLICY_LAYERKV || v->n_moves > 0 ||
+        v->in_plan || v->prefilling || v->seq_id == 0) {
+        return 0;
+    }
+    for (int l = 0; l < L; l++) {
+        if (sched_layer_offloaded(l, k, L) &&
+            lkv_kv_layer_residency(s->kv, v->seq_id, l) == LKV_KV_RES_DEVICE) {
+            blocks += sched_blocks_for(s, lkv_kv_layer_tokens(s->kv,
+                                                              v->seq_id, l));
+        }
+    }
+    tier = blocks > 0 ? offload_tier(s, blocks) : -1;
+    if (tier < 0) {
+        return 0;
+    }
+    for (int l = 0; l < L; l++) {
+        if (sched_layer_offloaded(l, k, L) &&
+            lkv_kv_layer_residency(s->kv, v->seq_id, l) == LKV_KV_RES_DEVICE &&
+            sched_issue_move(s, v, l, (lkv_kv_tier_t)tier,
+                             LKV_PLAN_MOVE_OFFLOAD) != LKV_OK) {
+            break; /* what was issued still frees */
+        }
+    }
+    LKV_LOG_DEBUG("preempting request %llu by offloading %lld blocks",
+                  (unsigned long long)v->id, (long long)blocks);
+    v->t.n_preemptions++;
+    s->st.swap_preemptions++;
+    return blocks;
 }
 
 static bool decode_ready(const sched_req_t *r)
@@ -348,10 +400,19 @@ static bool decode_ready(const sched_req_t *r)
     return !r->prefilling && r->n_cached == r->n_total - 1;
 }
 
-/* Place every fully resident decode, oldest first, preempting the newest
- * requests when the device cannot grow. */
+/* Place every fully resident decode, oldest first. When the device cannot
+ * grow: wait if offloads already in flight will free enough; LAYERKV
+ * offloads the newest request (preemption by swap); otherwise the newest
+ * request is preempted by recompute (vLLM). */
 static lkv_status_t place_decodes(lkv_sched_t *s)
 {
+    int64_t pending = 0;
+
+    for (int k = 0; k < s->moves.n; k++) {
+        if (s->moves.v[k].kind == LKV_PLAN_MOVE_OFFLOAD) {
+            pending += s->moves.v[k].bytes / s->cfg.block_bytes;
+        }
+    }
     for (int i = 0; i < s->running.n; i++) {
         sched_req_t *r = s->running.v[i];
         lkv_status_t st;
@@ -361,16 +422,44 @@ static lkv_status_t place_decodes(lkv_sched_t *s)
             continue;
         }
         for (;;) {
-            int v;
+            int     v;
+            int64_t freed;
 
             st = sched_place_decode(s, r, false);
             if (st != LKV_ERR_NOSPACE) {
                 break;
             }
-            v = pick_victim(s, i);
+            st = LKV_OK;
+            {
+                int32_t need[LKV_KV_TIER_COUNT];
+
+                chunk_needs(s, r, 1, need);
+                if (pending > 0 &&
+                    pending + sched_device_free(s) >= need[LKV_KV_TIER_DEVICE]) {
+                    break; /* copies in flight free room: r waits a step */
+                }
+            }
+            v = pick_victim(s, i, s->cfg.policy == LKV_SCHED_POLICY_LAYERKV);
             if (v >= 0) {
+                freed = preempt_offload(s, s->running.v[v]);
+                if (freed > 0) {
+                    pending += freed;
+                    continue;
+                }
                 preempt(s, v);
                 continue;
+            }
+            if (s->cfg.policy == LKV_SCHED_POLICY_LAYERKV) {
+                v = pick_victim(s, i, false);
+                if (v >= 0) {
+                    preempt(s, v);
+                    continue;
+                }
+                freed = preempt_offload(s, r);
+                if (freed > 0) {
+                    pending += freed;
+                    break;
+                }
             }
             /* nobody newer to evict: evict r itself, unless it is alone and
              * the pool simply cannot hold it */
@@ -385,7 +474,6 @@ static lkv_status_t place_decodes(lkv_sched_t *s)
                              s->step.now_ns);
             }
             i--;
-            st = LKV_OK;
             break;
         }
         if (st < 0 && st != LKV_ERR_BUSY) {
@@ -395,28 +483,17 @@ static lkv_status_t place_decodes(lkv_sched_t *s)
     return LKV_OK;
 }
 
-/* Partial requests that cannot make progress while nothing else runs: let
- * the policy reload ignoring the watermark; failing that, preempt the newest
- * partial request, or fail a lone one that can never come back. */
-static lkv_status_t unstick_partials(lkv_sched_t *s)
+/* Nothing could run this step although requests are admitted (partially
+ * resident requests waiting for room, chunked prefills that cannot grow) and
+ * no copy in flight will free memory: let the policy reload ignoring the
+ * watermark; failing that, preempt the newest request by recompute, or fail
+ * a lone one that can never fit. */
+static lkv_status_t unstick(lkv_sched_t *s)
 {
-    int n_partial = 0, v = -1;
+    int v = -1;
 
-    if (s->p_seqs.n > 0 || s->moves.n > 0 || s->p_new_moves.n > 0) {
-        return LKV_OK;
-    }
-    for (int i = 0; i < s->running.n; i++) {
-        sched_req_t *r = s->running.v[i];
-
-        if (decode_ready(r) &&
-            sched_layers_in(s, r, LKV_KV_RES_DEVICE) < s->cfg.n_layers) {
-            n_partial++;
-            if (r->n_moves == 0) {
-                v = i;
-            }
-        }
-    }
-    if (n_partial == 0 || v < 0) {
+    if (s->p_seqs.n > 0 || s->moves.n > 0 || s->p_new_moves.n > 0 ||
+        s->running.n == 0) {
         return LKV_OK;
     }
     if (s->ops->partial != NULL) {
@@ -427,19 +504,57 @@ static lkv_status_t unstick_partials(lkv_sched_t *s)
             return LKV_OK;
         }
     }
-    if (n_partial >= 2 || s->running.n > 1) {
+    /* the newest partially resident request is the one stuck; else the
+     * newest of all */
+    for (int i = s->running.n - 1; i >= 0 && v < 0; i--) {
+        const sched_req_t *r = s->running.v[i];
+
+        if (r->n_moves == 0 && !r->in_plan && decode_ready(r) &&
+            sched_layers_in(s, r, LKV_KV_RES_DEVICE) < s->cfg.n_layers) {
+            v = i;
+        }
+    }
+    for (int i = s->running.n - 1; i >= 0 && v < 0; i--) {
+        if (s->running.v[i]->n_moves == 0 && !s->running.v[i]->in_plan) {
+            v = i;
+        }
+    }
+    if (v < 0) {
+        return LKV_OK;
+    }
+    if (s->running.n > 1) {
         preempt(s, v);
+        s->admit_hold = true; /* or it comes straight back and sticks */
     } else {
         sched_req_t *r = s->running.v[v];
 
-        sched_set_error(s, "request %llu cannot bring its kv back to the "
-                           "device (pool too small for %d tokens)",
+        sched_set_error(s, "request %llu cannot continue: the device pool is "
+                           "too small for %d tokens",
                         (unsigned long long)r->id, r->n_total);
         LKV_LOG_WARN("%s; raise --device-kv-blocks", s->err);
         sched_finish(s, r, LKV_SCHED_FINISH_ERROR, LKV_ERR_NOSPACE,
                      s->step.now_ns);
     }
     return LKV_OK;
+}
+
+/* Device blocks the admitted but unfinished prefills still need for the
+ * rest of their prompts on every layer (admission keeps them free, so two
+ * chunked prefills cannot deadlock each other). */
+int64_t sched_prefill_reserve(const lkv_sched_t *s)
+{
+    int64_t n = 0;
+
+    for (int i = 0; i < s->running.n; i++) {
+        const sched_req_t *r = s->running.v[i];
+
+        if (r->prefilling) {
+            n += (int64_t)s->cfg.n_layers *
+                 (sched_blocks_for(s, r->n_total) -
+                  sched_blocks_for(s, r->n_cached));
+        }
+    }
+    return n;
 }
 
 /* ---- prefill --------------------------------------------------------------- */
@@ -597,7 +712,6 @@ undo:
 
 static lkv_status_t admit_waiting(lkv_sched_t *s)
 {
-    s->ops->begin_admission(s, &s->step);
     while (s->waiting.n > 0 && s->running.n < s->cfg.max_seqs) {
         sched_req_t *q = s->waiting.v[0];
         int          c = chunk_len(s, q);
@@ -609,6 +723,18 @@ static lkv_status_t admit_waiting(lkv_sched_t *s)
             break;
         }
         st = s->ops->admit(s, &s->step, q, c, &n_off, &anti);
+        if (st == LKV_AGAIN && s->running.n == 0 && s->moves.n == 0 &&
+            s->zombies.n == 0 && s->p_seqs.n == 0) {
+            /* not even an empty device holds it (a recompute that grew
+             * past the pool): it can never run */
+            sched_set_error(s, "request %llu needs more device kv blocks "
+                               "than the pool has at %d tokens",
+                            (unsigned long long)q->id, q->n_total);
+            LKV_LOG_WARN("%s; raise --device-kv-blocks", s->err);
+            sched_finish(s, q, LKV_SCHED_FINISH_ERROR, LKV_ERR_NOSPACE,
+                         s->step.now_ns);
+            continue;
+        }
         if (st == LKV_AGAIN) {
             break; /* FCFS: stop at the first request that does not fit */
         }
@@ -676,12 +802,19 @@ lkv_status_t sched_build_plan(lkv_sched_t *s, int64_t now_ns)
     plan_reset(s, now_ns);
     reap_zombies(s);
     LKV_CHECK_GOTO(place_decodes(s), st, fail);
+    s->ops->begin_admission(s, &s->step); /* Eq. 1-2 over the running set */
     if (s->ops->partial != NULL) {
         LKV_CHECK_GOTO(s->ops->partial(s, &s->step), st, fail);
     }
     LKV_CHECK_GOTO(continue_prefills(s), st, fail);
-    LKV_CHECK_GOTO(admit_waiting(s), st, fail);
-    LKV_CHECK_GOTO(unstick_partials(s), st, fail);
+    if (s->p_seqs.n > 0 || s->running.n == 0) {
+        s->admit_hold = false; /* the running set moves again */
+    }
+    if (!s->admit_hold) {
+        LKV_CHECK_GOTO(admit_waiting(s), st, fail);
+    }
+    LKV_CHECK_GOTO(unstick(s), st, fail);
+    reap_zombies(s); /* requests failed above release their blocks now */
     s->st.last_t_allow_ns = isfinite(s->step.t_allow_ns)
                                 ? (int64_t)s->step.t_allow_ns
                                 : INT64_MAX;
@@ -690,6 +823,22 @@ lkv_status_t sched_build_plan(lkv_sched_t *s, int64_t now_ns)
         return LKV_AGAIN;
     }
     finalize(s);
+#ifdef SCHED_TRACE
+    if (s->step_id > 19990) {
+        printf("step %llu free %d:", (unsigned long long)s->step_id,
+               sched_device_free(s));
+        for (int i = 0; i < s->p_seqs.n; i++) {
+            printf(" seq(%llu n%d)", (unsigned long long)s->p_reqs.v[i]->id,
+                   s->p_seqs.v[i].n_tokens);
+        }
+        for (int i = 0; i < s->p_moves.n; i++) {
+            printf(" mv(%llu L%d k%d)",
+                   (unsigned long long)s->p_moves.v[i].seq_id,
+                   s->p_moves.v[i].layer, s->p_moves.v[i].kind);
+        }
+        printf(" fin %d\n", s->p_finished.n);
+    }
+#endif
     return LKV_OK;
 
 fail:

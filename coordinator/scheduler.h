@@ -13,7 +13,12 @@
  *    admission, offloaded layers interleaved, TPOT slack (Eq. 1-2), prefill
  *    time model with online alpha (Eq. 3), offload volume bounded by link
  *    bandwidth (Eq. 4), reload or stream decode per request, output-length
- *    predictor, TTFT anti-starvation, optional up-front rejection.
+ *    predictor, TTFT anti-starvation, optional up-front rejection;
+ *    preemption by offloading the newest request's layers (swap), recompute
+ *    only when the host tier is full.
+ * Both: FCFS, stop at the first request that does not fit; the watermark is
+ * not applied when nothing is running; a request that cannot fit even an
+ * empty device pool finishes with LKV_ERR_NOSPACE.
  *
  * Step protocol (one plan in flight at a time):
  *
@@ -311,6 +316,7 @@ typedef struct {
     uint64_t submitted;
     uint64_t finished;     /* any reason */
     uint64_t preemptions;  /* recompute preemptions */
+    uint64_t swap_preemptions; /* LAYERKV: preempted by offloading layers */
     uint64_t rejections;   /* LKV_ERR_REJECTED at submit */
     uint64_t cancellations;
     uint64_t errors;

@@ -19,14 +19,19 @@
  * "<dummy_N>" that decode to no text. There is no EOS (random weights never
  * finish: cap the tokens), so the stop list is empty.
  *
- * Threading: called once from lkv_model_file_open().
+ * Threading: called once from lkv_model_file_open(); tensors of a million
+ * elements or more are filled by up to 32 short-lived threads (the result
+ * does not depend on the thread count).
  */
 #define LKV_LOG_MODULE "format"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "format/fmt_impl.h"
@@ -84,20 +89,16 @@ static const builtin_t builtins[] = {
                  "\"rope_theta\":1000000.0,\"torch_dtype\":\"bfloat16\"}"},
 };
 
-/* splitmix64 */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
+#define GOLDEN 0x9E3779B97F4A7C15ULL
 
-/* uniform in [-1, 1) */
-static float rng_uniform(uint64_t *s)
+/* splitmix64 output for state z (counter-based: element i of a stream with
+ * base b is mix(b + (i + 1) * GOLDEN), so any thread count gives the same
+ * weights) */
+static uint64_t mix(uint64_t z)
 {
-    return (float)((double)(rng_next(s) >> 11) * (2.0 / 9007199254740992.0) -
-                   1.0);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
 }
 
 typedef struct {
@@ -107,22 +108,83 @@ typedef struct {
     uint64_t          counter; /* one stream per tensor */
 } gen_t;
 
-/* a (rows, cols) tensor: value = scale * uniform, or `constant` if scale 0 */
+typedef struct {
+    void       *p;
+    size_t      lo, hi;
+    uint64_t    base;
+    float       scale, constant;
+    lkv_dtype_t dtype;
+} fill_job_t;
+
+static void *fill_range(void *arg)
+{
+    const fill_job_t *j = arg;
+    for (size_t i = j->lo; i < j->hi; i++) {
+        float v = j->constant;
+        if (j->scale != 0.0f) {
+            uint64_t r = mix(j->base + (uint64_t)(i + 1) * GOLDEN);
+            /* uniform in [-1, 1) */
+            v = j->scale *
+                (float)((double)(r >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+        }
+        switch (j->dtype) {
+        case LKV_DTYPE_F32: ((float *)j->p)[i] = v; break;
+        case LKV_DTYPE_F16: ((uint16_t *)j->p)[i] = lkv_f32_to_f16(v); break;
+        case LKV_DTYPE_BF16: ((uint16_t *)j->p)[i] = lkv_f32_to_bf16(v); break;
+        }
+    }
+    return NULL;
+}
+
+/* a (rows, cols) tensor: value = scale * uniform, or `constant` if scale 0;
+ * big tensors are filled by several threads (billions of parameters for
+ * the 7B+ presets) */
 static lkv_status_t gen_tensor(gen_t *g, lkv_tensor_t *t, int64_t rows,
                                int64_t cols, float scale, float constant,
                                lkv_dtype_t dtype)
 {
-    size_t n  = (size_t)(rows * cols);
-    size_t es = lkv_dtype_size(dtype);
-    void  *p  = NULL;
+    size_t n     = (size_t)(rows * cols);
+    size_t es    = lkv_dtype_size(dtype);
+    void  *p     = NULL;
     LKV_CHECK(fmt_mf_alloc(g->mf, n * es, &p));
-    uint64_t s = g->seed * 0x2545F4914F6CDD1DULL + (++g->counter) * 0x9E37ULL;
-    for (size_t i = 0; i < n; i++) {
-        float v = scale != 0.0f ? scale * rng_uniform(&s) : constant;
-        switch (dtype) {
-        case LKV_DTYPE_F32: ((float *)p)[i] = v; break;
-        case LKV_DTYPE_F16: ((uint16_t *)p)[i] = lkv_f32_to_f16(v); break;
-        case LKV_DTYPE_BF16: ((uint16_t *)p)[i] = lkv_f32_to_bf16(v); break;
+    size_t bytes = n * es;
+    if (bytes >= (8u << 20)) {
+        /* fewer page faults: ask for transparent huge pages (best effort) */
+        uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+        uintptr_t e = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+        if (e > a) {
+            (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+        }
+    }
+    fill_job_t job = {
+        .p        = p,
+        .lo       = 0,
+        .hi       = n,
+        .base     = g->seed * 0x2545F4914F6CDD1DULL + (++g->counter) * 0x9E37ULL,
+        .scale    = scale,
+        .constant = constant,
+        .dtype    = dtype,
+    };
+    long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int  n_thr = n >= (1u << 20) && n_cpu > 1 ? (int)(n_cpu < 32 ? n_cpu : 32)
+                                              : 1;
+    fill_job_t jobs[32];
+    pthread_t  tid[32];
+    bool       started[32] = {false};
+    for (int k = 0; k < n_thr; k++) {
+        jobs[k]    = job;
+        jobs[k].lo = n * (size_t)k / (size_t)n_thr;
+        jobs[k].hi = n * (size_t)(k + 1) / (size_t)n_thr;
+        if (k > 0) {
+            started[k] = pthread_create(&tid[k], NULL, fill_range, &jobs[k]) == 0;
+        }
+    }
+    fill_range(&jobs[0]);
+    for (int k = 1; k < n_thr; k++) {
+        if (started[k]) {
+            pthread_join(tid[k], NULL);
+        } else {
+            fill_range(&jobs[k]); /* no thread: do it here */
         }
     }
     *t = (lkv_tensor_t){.data = p, .dtype = dtype, .rows = rows, .cols = cols};
@@ -174,14 +236,14 @@ lkv_status_t fmt_open_dummy(lkv_model_file_t *mf, const char *spec,
         }
     }
     if (json == NULL) {
-        lkv_status_t st = fmt_read_file(spec, &text, NULL);
-        if (st != LKV_OK) {
+        if (access(spec, F_OK) != 0) {
             LKV_LOG_ERROR("dummy:%s: not a config file nor a built-in name "
                           "(tiny, 110m, llama2-7b, llama2-13b, llama2-70b, "
                           "llama3-8b, mistral-7b, qwen2-7b)",
                           spec);
-            return st;
+            return LKV_ERR_NOTFOUND;
         }
+        LKV_CHECK(fmt_read_file(spec, &text, NULL));
         json = text;
     }
     lkv_model_config_t *c     = &mf->cfg;

@@ -7,6 +7,8 @@
 #ifndef LKV_FORMAT_FMT_IMPL_H
 #define LKV_FORMAT_FMT_IMPL_H
 
+#include <float.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,6 +53,11 @@ lkv_status_t fmt_mf_alloc(lkv_model_file_t *mf, size_t bytes, void **p);
  * (biases: the kernels take f32 biases). No-op for absent tensors. */
 lkv_status_t fmt_mf_to_f32(lkv_model_file_t *mf, lkv_tensor_t *t);
 
+/* If t->data is not aligned to its element size (possible with odd GGUF
+ * alignments or safetensors header lengths), replace it with an aligned
+ * copy owned by mf, so kernels never do misaligned loads. */
+lkv_status_t fmt_mf_align(lkv_model_file_t *mf, lkv_tensor_t *t);
+
 /* Read a whole small file into a NUL-terminated malloc'd buffer (caller
  * frees). Errors: NOTFOUND, IO, NOMEM. */
 lkv_status_t fmt_read_file(const char *path, char **text_p, size_t *len_p);
@@ -80,6 +87,24 @@ lkv_status_t fmt_open_dummy(lkv_model_file_t *mf, const char *spec,
 lkv_status_t fmt_hf_config_parse(const char *text, const char *what,
                                  lkv_model_config_t *cfg, lkv_dtype_t *dtype_p,
                                  uint64_t *seed_p);
+
+/* double -> float / token id without undefined behaviour on values from a
+ * file (out of range: +-inf / -1; NaN stays NaN / becomes -1). */
+static inline float fmt_to_float(double d)
+{
+    if (d > FLT_MAX) {
+        return INFINITY;
+    }
+    if (d < -FLT_MAX) {
+        return -INFINITY;
+    }
+    return (float)d;
+}
+
+static inline int32_t fmt_to_id(double d)
+{
+    return (d >= 0.0 && d < 2147483647.0) ? (int32_t)d : -1;
+}
 
 /* True when s ends with suffix. */
 bool fmt_ends_with(const char *s, const char *suffix);

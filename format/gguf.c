@@ -114,6 +114,12 @@ static size_t type_size(uint32_t t)
     return t < GT_COUNT ? sz[t] : 0;
 }
 
+/* float -> integer without undefined behaviour for NaN / out of range */
+static int64_t f2i(double f)
+{
+    return (f >= -9.2e18 && f <= 9.2e18) ? (int64_t)f : 0;
+}
+
 static bool rd_scalar(gguf_t *g, uint32_t type, gguf_kv_t *kv)
 {
     size_t n = type_size(type);
@@ -121,29 +127,38 @@ static bool rd_scalar(gguf_t *g, uint32_t type, gguf_kv_t *kv)
         return false;
     }
     const uint8_t *p = g->data + g->pos;
-    uint8_t        u8;
-    int8_t         i8;
-    uint16_t       u16;
-    int16_t        i16;
-    uint32_t       u32;
-    int32_t        i32;
-    float          f32;
-    uint64_t       u64;
-    int64_t        i64;
-    double         f64;
+    union {
+        uint8_t  u8;
+        int8_t   i8;
+        uint16_t u16;
+        int16_t  i16;
+        uint32_t u32;
+        int32_t  i32;
+        float    f32;
+        uint64_t u64;
+        int64_t  i64;
+        double   f64;
+    } v;
+    memcpy(&v, p, n);
     switch (type) {
-    case GT_U8: case GT_BOOL: memcpy(&u8, p, 1); kv->u = u8; kv->i = u8; kv->f = u8; break;
-    case GT_I8: memcpy(&i8, p, 1); kv->i = i8; kv->u = (uint64_t)i8; kv->f = i8; break;
-    case GT_U16: memcpy(&u16, p, 2); kv->u = u16; kv->i = u16; kv->f = u16; break;
-    case GT_I16: memcpy(&i16, p, 2); kv->i = i16; kv->u = (uint64_t)i16; kv->f = i16; break;
-    case GT_U32: memcpy(&u32, p, 4); kv->u = u32; kv->i = u32; kv->f = u32; break;
-    case GT_I32: memcpy(&i32, p, 4); kv->i = i32; kv->u = (uint64_t)i32; kv->f = i32; break;
-    case GT_F32: memcpy(&f32, p, 4); kv->f = f32; kv->i = (int64_t)f32; kv->u = (uint64_t)kv->i; break;
-    case GT_U64: memcpy(&u64, p, 8); kv->u = u64; kv->i = (int64_t)u64; kv->f = (double)u64; break;
-    case GT_I64: memcpy(&i64, p, 8); kv->i = i64; kv->u = (uint64_t)i64; kv->f = (double)i64; break;
-    case GT_F64: memcpy(&f64, p, 8); kv->f = f64; kv->i = (int64_t)f64; kv->u = (uint64_t)kv->i; break;
+    case GT_U8:
+    case GT_BOOL: kv->i = v.u8; break;
+    case GT_I8: kv->i = v.i8; break;
+    case GT_U16: kv->i = v.u16; break;
+    case GT_I16: kv->i = v.i16; break;
+    case GT_U32: kv->i = v.u32; break;
+    case GT_I32: kv->i = v.i32; break;
+    case GT_I64: kv->i = v.i64; break;
+    case GT_U64: kv->i = (int64_t)v.u64; break;
+    case GT_F32: kv->i = f2i(v.f32); break;
+    case GT_F64: kv->i = f2i(v.f64); break;
     default: return false;
     }
+    kv->u = type == GT_U64 ? v.u64 : (uint64_t)kv->i;
+    kv->f = type == GT_F32   ? (double)v.f32
+            : type == GT_F64 ? v.f64
+            : type == GT_U64 ? (double)v.u64
+                             : (double)kv->i;
     g->pos += n;
     return true;
 }
@@ -334,7 +349,7 @@ static lkv_status_t place_tensors(gguf_t *g, uint64_t alignment)
             start + ti->offset > g->len || n * es > g->len - start - ti->offset) {
             LKV_LOG_ERROR("%s: tensor %.*s (offset %" PRIu64 ", %" PRIu64
                           " bytes) extends past the end of the file (%zu "
-                          "bytes): the file is truncated",
+                          "bytes): the file is truncated or corrupt",
                           g->path, (int)ti->name_len, ti->name, ti->offset,
                           n * es, g->len);
             return LKV_ERR_FORMAT;
@@ -479,6 +494,7 @@ static lkv_status_t load_tokenizer(gguf_t *g, lkv_model_file_t *mf)
             tok->pre = TOK_PRE_LLAMA3;
         } else if (kv_streq(pre, "qwen2")) {
             tok->pre = TOK_PRE_QWEN2;
+            tok->nfc = true; /* Qwen2's tokenizer.json normalizer is NFC */
         } else {
             if (pre != NULL && !kv_streq(pre, "gpt-2") &&
                 !kv_streq(pre, "default")) {
@@ -587,18 +603,25 @@ lkv_status_t fmt_open_gguf(lkv_model_file_t *mf, const char *path,
     c->head_dim   = (int)kv_int(kv_arch(&g, arch, "attention.key_length"), 0);
     c->rope_dim   = (int)kv_int(kv_arch(&g, arch, "rope.dimension_count"), 0);
     c->max_seq_len = (int)kv_int(kv_arch(&g, arch, "context_length"), 2048);
-    c->norm_eps = (float)kv_float(
-        kv_arch(&g, arch, "attention.layer_norm_rms_epsilon"), 1e-5);
+    c->norm_eps = fmt_to_float(kv_float(
+        kv_arch(&g, arch, "attention.layer_norm_rms_epsilon"), 1e-5));
     c->rope_theta =
-        (float)kv_float(kv_arch(&g, arch, "rope.freq_base"), 10000.0);
+        fmt_to_float(kv_float(kv_arch(&g, arch, "rope.freq_base"), 10000.0));
     /* llama.cpp rotates qwen2 q/k in NeoX (halves) style, llama in pairs */
     c->rope_style =
         strcmp(arch, "qwen2") == 0 ? LKV_ROPE_HALVES : LKV_ROPE_ADJACENT;
     const gguf_kv_t *rs_type = kv_arch(&g, arch, "rope.scaling.type");
     if (rs_type != NULL && !kv_streq(rs_type, "none")) {
-        LKV_LOG_WARN("%s: rope scaling type %.*s is not supported; ignored",
-                     path, rs_type->type == GT_STRING ? (int)rs_type->str_len : 0,
-                     rs_type->type == GT_STRING ? rs_type->str : "");
+        /* linear / yarn would change every position's angle: refuse rather
+         * than run with silently wrong RoPE (llama3 scaling comes as the
+         * rope_freqs tensor instead) */
+        LKV_LOG_ERROR("%s: rope scaling type %.*s is not supported (only "
+                      "none, or llama3 via rope_freqs.weight)",
+                      path,
+                      rs_type->type == GT_STRING ? (int)rs_type->str_len : 0,
+                      rs_type->type == GT_STRING ? rs_type->str : "");
+        st = LKV_ERR_UNSUPPORTED;
+        goto out;
     }
     if (c->n_layers > 0 && c->n_layers <= 4096) {
         mf->tensors.layers = calloc((size_t)c->n_layers,

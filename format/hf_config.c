@@ -63,7 +63,7 @@ static lkv_status_t parse_rope(const cJSON *rs, const char *what,
     }
     double theta;
     if (get_num(rs, "rope_theta", &theta)) {
-        c->rope_theta = (float)theta;
+        c->rope_theta = fmt_to_float(theta);
     }
     const char *type = get_str(rs, "rope_type");
     if (type == NULL) {
@@ -83,9 +83,9 @@ static lkv_status_t parse_rope(const cJSON *rs, const char *what,
     get_num(rs, "low_freq_factor", &lo);
     get_num(rs, "high_freq_factor", &hi);
     c->rope_scaling.type             = LKV_ROPE_SCALING_LLAMA3;
-    c->rope_scaling.factor           = (float)f;
-    c->rope_scaling.low_freq_factor  = (float)lo;
-    c->rope_scaling.high_freq_factor = (float)hi;
+    c->rope_scaling.factor           = fmt_to_float(f);
+    c->rope_scaling.low_freq_factor  = fmt_to_float(lo);
+    c->rope_scaling.high_freq_factor = fmt_to_float(hi);
     c->rope_scaling.original_max_pos =
         get_int(rs, "original_max_position_embeddings", 8192);
     return LKV_OK;
@@ -96,7 +96,7 @@ static void parse_eos(const cJSON *root, lkv_model_config_t *c)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
     if (cJSON_IsNumber(e)) {
-        c->eos_id = (int32_t)e->valuedouble;
+        c->eos_id = fmt_to_id(e->valuedouble);
         fmt_cfg_add_stop(c, c->eos_id);
     } else if (cJSON_IsArray(e)) {
         const cJSON *it;
@@ -104,9 +104,9 @@ static void parse_eos(const cJSON *root, lkv_model_config_t *c)
         {
             if (cJSON_IsNumber(it)) {
                 if (c->eos_id < 0) {
-                    c->eos_id = (int32_t)it->valuedouble;
+                    c->eos_id = fmt_to_id(it->valuedouble);
                 }
-                fmt_cfg_add_stop(c, (int32_t)it->valuedouble);
+                fmt_cfg_add_stop(c, fmt_to_id(it->valuedouble));
             }
         }
     }
@@ -163,10 +163,10 @@ lkv_status_t fmt_hf_config_parse(const char *text, const char *what,
     c->max_seq_len = get_int(root, "max_position_embeddings", 2048);
     double v;
     if (get_num(root, "rms_norm_eps", &v)) {
-        c->norm_eps = (float)v;
+        c->norm_eps = fmt_to_float(v);
     }
     if (get_num(root, "rope_theta", &v)) {
-        c->rope_theta = (float)v;
+        c->rope_theta = fmt_to_float(v);
     }
     c->rope_style = LKV_ROPE_HALVES;
     c->rope_dim   = 0; /* = head_dim */
@@ -214,7 +214,7 @@ lkv_status_t fmt_hf_config_parse(const char *text, const char *what,
         }
     }
     if (seed_p != NULL) {
-        *seed_p = get_num(root, "seed", &v) && v >= 0 ? (uint64_t)v : 0;
+        *seed_p = get_num(root, "seed", &v) && v >= 0 && v < 1.8e19 ? (uint64_t)v : 0;
     }
     if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 ||
         c->n_heads <= 0 || c->vocab_size <= 0) {

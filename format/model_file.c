@@ -133,6 +133,20 @@ lkv_status_t fmt_mf_to_f32(lkv_model_file_t *mf, lkv_tensor_t *t)
     return LKV_OK;
 }
 
+lkv_status_t fmt_mf_align(lkv_model_file_t *mf, lkv_tensor_t *t)
+{
+    size_t es = lkv_dtype_size(t->dtype);
+    if (t->data == NULL || es == 0 || (uintptr_t)t->data % es == 0) {
+        return LKV_OK;
+    }
+    size_t bytes = (size_t)(t->rows * t->cols) * es;
+    void  *p     = NULL;
+    LKV_CHECK(fmt_mf_alloc(mf, bytes, &p));
+    memcpy(p, t->data, bytes);
+    t->data = p;
+    return LKV_OK;
+}
+
 lkv_status_t fmt_read_file(const char *path, char **text_p, size_t *len_p)
 {
     FILE *f = fopen(path, "rb");
@@ -480,6 +494,25 @@ lkv_status_t fmt_mf_finish(lkv_model_file_t *mf)
     if (t->layers == NULL) {
         LKV_LOG_ERROR("%s: no layer tensors", mf->path);
         return LKV_ERR_FORMAT;
+    }
+    bool same_out = t->output.data == t->tok_embd.data;
+    LKV_CHECK(fmt_mf_align(mf, &t->tok_embd));
+    LKV_CHECK(fmt_mf_align(mf, &t->out_norm));
+    LKV_CHECK(fmt_mf_align(mf, &t->rope_freqs));
+    if (same_out) {
+        t->output.data = t->tok_embd.data;
+    } else {
+        LKV_CHECK(fmt_mf_align(mf, &t->output));
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        lkv_layer_tensors_t *L      = &t->layers[l];
+        lkv_tensor_t        *all[] = {&L->attn_norm, &L->wq,       &L->wk,
+                                      &L->wv,        &L->bq,       &L->bk,
+                                      &L->bv,        &L->wo,       &L->ffn_norm,
+                                      &L->w_gate,    &L->w_up,     &L->w_down};
+        for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+            LKV_CHECK(fmt_mf_align(mf, all[i]));
+        }
     }
     int64_t q_out  = (int64_t)c->n_heads * c->head_dim;
     int64_t kv_out = (int64_t)c->n_kv_heads * c->head_dim;

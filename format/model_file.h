@@ -5,10 +5,21 @@
  *   *.gguf                 GGUF v3, llama/mistral/qwen2 architectures
  *   DIR/ (config.json)     Hugging Face safetensors directory, single file or
  *                          sharded (model.safetensors.index.json), tokenizer.json
- *   *.bin                  llama2.c checkpoint; needs a tokenizer.bin path
+ *   *.bin                  llama2.c checkpoint (legacy version 0); the
+ *                          tokenizer is tokenizer_path, else tok<vocab>.bin
+ *                          or tokenizer.bin in the same directory
  *   dummy:CONFIG.json      seeded random weights for any HF-style config
  *                          (for performance work; tokenizer is a byte-level
- *                          stand-in)
+ *                          stand-in: ids 0..255 are bytes, 256 is BOS; see
+ *                          format/dummy.c). dummy:NAME for built-ins: tiny,
+ *                          110m, llama2-7b, llama2-13b, llama2-70b,
+ *                          llama3-8b, mistral-7b, qwen2-7b
+ * RoPE: GGUF llama/mistral and llama2.c use adjacent pairs (their Q/K are
+ * stored permuted for it); GGUF qwen2 and every HF safetensors model use
+ * rotate-half (LKV_ROPE_HALVES), nothing is permuted.
+ * Tensor dtypes: F32, F16, BF16 as stored; biases are always f32 (converted
+ * at load when needed). GGUF dims are innermost first and are exposed as
+ * row-major (rows, cols) like everything else.
  * Weights are mmapped where the file layout allows; tensor views point into
  * the mapping (or into memory owned by the model file) and stay valid until
  * lkv_model_file_close().
@@ -128,7 +139,9 @@ lkv_status_t lkv_model_file_open(const char *path, const char *tokenizer_path,
                                  lkv_model_file_t **mf_p);
 void         lkv_model_file_close(lkv_model_file_t **mf_p);
 
-/* Borrowed views, valid until close. */
+/* Borrowed views, valid until close. The tokenizer is NULL when the file
+ * has none (a GGUF without tokenizer.ggml.*, an HF directory without
+ * tokenizer.json) and no tokenizer_path was given. */
 const lkv_model_config_t  *lkv_model_file_config(const lkv_model_file_t *mf);
 const lkv_model_tensors_t *lkv_model_file_tensors(const lkv_model_file_t *mf);
 const lkv_tokenizer_t     *lkv_model_file_tokenizer(const lkv_model_file_t *mf);

@@ -82,6 +82,8 @@ struct lkv_tokenizer {
     /* BPE options */
     tok_pre_t pre;
 
+    bool nfc; /* HF NFC normalizer: normalize each text segment */
+
     /* added tokens matched as whole strings, longest first */
     int32_t *added;
     int      n_added;

@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "format/tok_impl.h"
+#include "format/unicode_norm.h"
 
 /* ---- UTF-8 ---- */
 
@@ -700,7 +701,7 @@ static void bpe_word(const lkv_tokenizer_t *tok, const char *text, size_t len,
             continue;
         }
         const uint8_t *b      = (const uint8_t *)text + sy[s].start;
-        bool           all_ok = tok->byte_fallback || tok->kind == LKV_TOK_SPM;
+        bool           all_ok = tok->byte_fallback;
         for (int j = 0; all_ok && j < sy[s].len; j++) {
             all_ok = tok->byte_id[b[j]] >= 0;
         }
@@ -757,8 +758,10 @@ static void spm_segment(const lkv_tokenizer_t *tok, const char *text,
     }
     bool prefix = tok->prefix == TOK_PREFIX_ALWAYS ||
                   (tok->prefix == TOK_PREFIX_FIRST && at_start);
-    if (prefix && tok->prefix_unless_space && text[0] == ' ') {
-        prefix = false;
+    if (prefix && tok->prefix_unless_space &&
+        (text[0] == ' ' ||
+         (tok->meta_space && len >= 3 && memcmp(text, "\xE2\x96\x81", 3) == 0))) {
+        prefix = false; /* already starts with the space piece */
     }
     size_t sp_len = tok->meta_space ? 3 : 1;
     size_t cap    = (len + 1) * sp_len;
@@ -806,11 +809,24 @@ static void encode_segment(const lkv_tokenizer_t *tok, const char *text,
                            size_t len, bool at_start, ivec_t *out,
                            bpe_ctx_t *bctx)
 {
+    char  *norm = NULL;
+    size_t nlen = 0;
+    if (tok->nfc && len > 0) {
+        if (lkv_uni_nfc(text, len, &norm, &nlen) != LKV_OK) {
+            out->oom = true;
+            return;
+        }
+        if (norm != NULL) {
+            text = norm;
+            len  = nlen;
+        }
+    }
     if (tok->kind == LKV_TOK_SPM) {
         spm_segment(tok, text, len, at_start, out);
     } else {
         tok_pretokenize(tok->pre, text, len, bpe_bytelevel_word, bctx);
     }
+    free(norm);
 }
 
 lkv_status_t lkv_tok_encode(const lkv_tokenizer_t *tok, const char *text,

@@ -36,11 +36,18 @@ typedef enum {
     LKV_TOK_BPE = 1,
 } lkv_tok_kind_t;
 
-/* Load a llama2.c tokenizer.bin (vocab_size entries expected). */
+/* Load a llama2.c tokenizer.bin (vocab_size entries expected; ids 0/1/2
+ * are unk/BOS/EOS). Errors: LKV_ERR_NOTFOUND, LKV_ERR_FORMAT (truncated or
+ * corrupt), LKV_ERR_INVALID, LKV_ERR_NOMEM. */
 lkv_status_t lkv_tok_load_llama2c(const char *path, int vocab_size,
                                   lkv_tokenizer_t **tok_p);
 /* Load a Hugging Face tokenizer.json (+ optional tokenizer_config.json in the
- * same directory for bos/eos and add_bos). */
+ * same directory for bos/eos and add_bos). BPE models only: byte-level
+ * (ByteLevel pre-tokenizer with the GPT-2, Llama-3 or Qwen2 split regex) or
+ * sentencepiece-compatible (Prepend/Replace normalizers or Metaspace,
+ * byte_fallback); NFC normalizer supported. Errors: LKV_ERR_NOTFOUND,
+ * LKV_ERR_FORMAT (invalid JSON/structure), LKV_ERR_UNSUPPORTED (other
+ * models, regexes or normalizers), LKV_ERR_NOMEM. */
 lkv_status_t lkv_tok_load_hf(const char *tokenizer_json_path,
                              lkv_tokenizer_t **tok_p);
 void         lkv_tok_destroy(lkv_tokenizer_t **tok_p);

@@ -71,7 +71,9 @@ typedef enum {
 /* Per-sequence sampling parameters (host memory). temperature <= 0 means
  * greedy (argmax, lowest id wins ties). top_k <= 0 disables top-k; top_p >= 1
  * disables top-p. The random stream is a per-sequence 64-bit state seeded from
- * seed, advanced once per sampled token, so results do not depend on batching. */
+ * seed, advanced once per sampled token, so results do not depend on batching.
+ * The caller keeps the state: a new sequence starts with rng_state = seed, and
+ * the state advances for greedy rows too (CPU: splitmix64). */
 typedef struct {
     float    temperature;
     int32_t  top_k;

@@ -60,6 +60,9 @@ typedef struct {
     int     max_blocks_per_layer;        /* per (seq, layer) table capacity */
 } lkv_kv_alloc_config_t;
 
+/* n_layers 32, block_size 16, 4096 device / 16384 host / 0 remote blocks,
+ * max_seqs 256, max_blocks_per_layer 512. Tables are allocated lazily at
+ * max_blocks_per_layer entries per (slot, layer) that ever holds blocks. */
 lkv_kv_alloc_config_t lkv_kv_alloc_config_default(void);
 
 typedef struct lkv_kv_alloc lkv_kv_alloc_t;
@@ -125,7 +128,11 @@ lkv_status_t lkv_kv_move_abort(lkv_kv_alloc_t *a, uint64_t seq_id, int layer);
 /* Streaming: allocate device staging blocks mirroring (seq, layer)'s blocks
  * (which stay where they are, pinned for reading) for one step. Appends to
  * the layer stay allowed while staged (they allocate in the layer's tier and
- * matching staging blocks). Errors: NOSPACE, BUSY, INVALID. */
+ * matching staging blocks). Errors: NOSPACE (device tier), BUSY (moving or
+ * already staged), INVALID (layer on the device already, no blocks, bad
+ * layer), NOTFOUND (unknown seq). stage_end frees the staging blocks (and,
+ * for a sequence freed meanwhile, the pinned blocks); see move_end for how
+ * it finds the copy. */
 lkv_status_t lkv_kv_stage_begin(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
                                 lkv_kv_copy_t *copy_p);
 lkv_status_t lkv_kv_stage_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer);

@@ -141,8 +141,22 @@ static lkv_status_t test_locked(lkv_kv_mover_t *m, lkv_kv_xfer_t *x)
     } else {
         st = LKV_KERN_CALL(m->be, event_query, x->ev);
     }
-    if (st == LKV_AGAIN) {
-        return LKV_AGAIN;
+    if (st > 0) {
+        return LKV_AGAIN; /* LKV_AGAIN / LKV_INPROGRESS: still in flight */
+    }
+    if (x->req == NULL && st == LKV_OK) {
+        /* a copy queue is FIFO: earlier transfers of the same pair are done
+         * too; observe them first so busy time is attributed in order */
+        for (int pos = 0; pos < m->n_inflight; pos++) {
+            lkv_kv_xfer_t *e = &m->x[m->order[pos]];
+            if (e == x) {
+                break;
+            }
+            if (e->req == NULL && e->src_tier == x->src_tier &&
+                e->dst_tier == x->dst_tier) {
+                observe_locked(m, e, LKV_OK);
+            }
+        }
     }
     observe_locked(m, x, st);
     return x->status;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "sim/csv_table.h"
@@ -24,8 +25,8 @@ static const lkv_sim_model_t models[] = {
      128256, 70.55e9, 8192},
     {"codellama-34b", "codellama/CodeLlama-34b-Instruct-hf", 48, 8192, 64, 8,
      128, 22016, 32000, 33.74e9, 16384},
-    {"qwen-72b", "Qwen/Qwen-72B", 80, 8192, 64, 64, 128, 24576, 152064,
-     72.29e9, 32768},
+    {"qwen-72b", "Qwen/Qwen-72B", 80, 8192, 64, 64, 128, 24576, 152064, 72.29e9,
+     32768},
 };
 
 const lkv_sim_model_t *lkv_sim_model_find(const char *name)
@@ -120,7 +121,7 @@ static double pwl_eval(const pwl_t *p, double x)
         if (last == 0) {
             return p->y[0];
         }
-        int lo = 0, hi = last;
+        int    lo = 0, hi = last;
         double half = p->x[last] / 2;
         while (lo < hi) { /* first index with x >= half */
             int mid = (lo + hi) / 2;
@@ -155,7 +156,7 @@ static double pwl_eval(const pwl_t *p, double x)
 /* ---- the model ---- */
 
 #define DEC_MAX_BATCH 128
-#define DEC_MAX_KV    256
+#define DEC_MAX_KV 256
 
 struct lkv_sim_cost {
     lkv_sim_cost_config_t  cfg;
@@ -166,18 +167,18 @@ struct lkv_sim_cost {
     int64_t                block_bytes;
     int32_t                device_blocks;
     double                 kv_bytes, weights_bytes, act_bytes;
-    pwl_t                  token_ops; /* T -> ms */
+    pwl_t                  token_ops;  /* T -> ms */
     pwl_t                  all_reduce; /* bytes -> ms */
     pwl_t                  send_recv;  /* bytes -> ms */
     pwl_t                  cpu;        /* batch -> ms */
     /* attention table (A100, 32q/4kv/128 per GPU) */
-    bool                   attn_table; /* shape matches and file loaded */
-    int                    dec_n_kv;
-    double                 dec_kv[DEC_MAX_KV];
-    double                *dec_ms; /* (DEC_MAX_BATCH * dec_n_kv), NAN = hole */
-    pwl_t                  pf_kv0; /* chunk -> ms, kv = 0 */
+    bool    attn_table; /* shape matches and file loaded */
+    int     dec_n_kv;
+    double  dec_kv[DEC_MAX_KV];
+    double *dec_ms; /* (DEC_MAX_BATCH * dec_n_kv), NAN = hole */
+    pwl_t   pf_kv0; /* chunk -> ms, kv = 0 */
     /* fitted roofline, A100 units, profiled shape */
-    double dec_t0_ms, dec_bw; /* bytes/ms */
+    double dec_t0_ms, dec_bw;  /* bytes/ms */
     double pf_t0_ms, pf_flops; /* flops/ms */
     char   describe[1024];
 };
@@ -218,13 +219,21 @@ static lkv_status_t load_token_ops(lkv_sim_cost_t *c)
     lkv_csv_table_t *t = NULL;
     snprintf(rel, sizeof(rel), "profiles/%s/%s.mlp.csv", c->gpu->name,
              c->model->name);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", c->data_dir, rel);
+    if (access(path, R_OK) != 0 && access(c->data_dir, R_OK) == 0) {
+        LKV_LOG_ERROR("no %s profile of %s in %s (Vidur has no H100 data for "
+                      "the Llama-3 models): pick another --gpu or --model",
+                      c->gpu->name, c->model->name, c->data_dir);
+        return LKV_ERR_INVALID;
+    }
     LKV_CHECK(load(c, rel, &t));
-    int     ctp = lkv_csv_col(t, "tp"), cn = lkv_csv_col(t, "num_tokens"),
-            cms = lkv_csv_col(t, "ms");
-    int64_t rows = lkv_csv_rows(t);
-    double *pairs = malloc((size_t)(rows + 1) * 2 * sizeof(double));
-    int     n     = 0;
-    lkv_status_t st = LKV_OK;
+    int ctp = lkv_csv_col(t, "tp"), cn = lkv_csv_col(t, "num_tokens"),
+        cms            = lkv_csv_col(t, "ms");
+    int64_t      rows  = lkv_csv_rows(t);
+    double      *pairs = malloc((size_t)(rows + 1) * 2 * sizeof(double));
+    int          n     = 0;
+    lkv_status_t st    = LKV_OK;
     if (pairs == NULL || ctp < 0 || cn < 0 || cms < 0) {
         st = pairs == NULL ? LKV_ERR_NOMEM : LKV_ERR_FORMAT;
         goto out;
@@ -257,8 +266,9 @@ static lkv_status_t load_network(lkv_sim_cost_t *c, const char *node,
     lkv_csv_table_t *t = NULL;
     snprintf(rel, sizeof(rel), "profiles/network/%s/%s.csv", node, coll);
     LKV_CHECK(load(c, rel, &t));
-    int cw = lkv_csv_col(t, "num_workers"), cd = lkv_csv_col(t, "devices_per_node"),
-        cb = lkv_csv_col(t, "bytes"), cms = lkv_csv_col(t, "ms");
+    int cw = lkv_csv_col(t, "num_workers"),
+        cd = lkv_csv_col(t, "devices_per_node"), cb = lkv_csv_col(t, "bytes"),
+        cms            = lkv_csv_col(t, "ms");
     int64_t      rows  = lkv_csv_rows(t);
     double      *pairs = malloc((size_t)(rows + 1) * 2 * sizeof(double));
     int          n     = 0;
@@ -277,8 +287,8 @@ static lkv_status_t load_network(lkv_sim_cost_t *c, const char *node,
     }
     if (n < 2) {
         LKV_LOG_ERROR("no %s profile for %d workers (%d per node) on %s; pick "
-                      "another --tp or --network-node", coll, workers, per_node,
-                      node);
+                      "another --tp or --network-node",
+                      coll, workers, per_node, node);
         st = LKV_ERR_INVALID;
         goto out;
     }
@@ -353,9 +363,9 @@ static void fit_line(const double *x, const double *t, int n, double *a_p,
     *b_p = b;
 }
 
-#define PROF_HQ  32
+#define PROF_HQ 32
 #define PROF_HKV 4
-#define PROF_D   128
+#define PROF_D 128
 
 static int kv_index(const lkv_sim_cost_t *c, double kv)
 {
@@ -380,7 +390,7 @@ static lkv_status_t load_attention(lkv_sim_cost_t *c)
     LKV_CHECK(load(c, "profiles/a100/attention_h8192_q64_kv8_tp2.csv", &t));
     int ck = lkv_csv_col(t, "kind"), cb = lkv_csv_col(t, "batch"),
         cc = lkv_csv_col(t, "chunk"), ckv = lkv_csv_col(t, "kv"),
-        cms = lkv_csv_col(t, "ms");
+        cms       = lkv_csv_col(t, "ms");
     int64_t rows  = lkv_csv_rows(t);
     double *x     = calloc((size_t)(rows + 1), sizeof(double));
     double *y     = calloc((size_t)(rows + 1), sizeof(double));
@@ -404,8 +414,8 @@ static lkv_status_t load_attention(lkv_sim_cost_t *c)
         }
     }
     qsort(c->dec_kv, (size_t)c->dec_n_kv, sizeof(double), cmp_double);
-    c->dec_ms = malloc((size_t)(DEC_MAX_BATCH * (c->dec_n_kv + 1)) *
-                       sizeof(double));
+    c->dec_ms =
+        malloc((size_t)(DEC_MAX_BATCH * (c->dec_n_kv + 1)) * sizeof(double));
     if (c->dec_ms == NULL) {
         st = LKV_ERR_NOMEM;
         goto out;
@@ -453,7 +463,8 @@ static lkv_status_t load_attention(lkv_sim_cost_t *c)
     c->pf_flops = c->pf_flops > 0 ? 1.0 / c->pf_flops : 1e12;
     if (n_dec < 16 || n_pf < 16 || n_pf0 < 2) {
         LKV_LOG_ERROR("attention profile has too few rows (%d decode, %d "
-                      "prefill)", n_dec, n_pf);
+                      "prefill)",
+                      n_dec, n_pf);
         st = LKV_ERR_FORMAT;
         goto out;
     }
@@ -502,8 +513,8 @@ static double attn_decode_ms(const lkv_sim_cost_t *c, int b, int64_t kv_sum)
     double kv = ceil((double)kv_sum / b / 64.0) * 64.0; /* Vidur rounding */
     double ms = decode_table(c, b, kv);
     if (isnan(ms)) {
-        double bytes = (double)b * kv * 2.0 * c->hkv_local *
-                       c->model->head_dim * 2.0;
+        double bytes =
+            (double)b * kv * 2.0 * c->hkv_local * c->model->head_dim * 2.0;
         ms = c->dec_t0_ms + bytes / (c->dec_bw * c->gpu->bw_scale);
     }
     if (b > 1 && c->model->n_kv_heads < c->model->n_heads) {
@@ -523,8 +534,8 @@ static double attn_prefill_ms(const lkv_sim_cost_t *c, int n, double c2_sum,
         ch <= c->pf_kv0.x[c->pf_kv0.n - 1]) {
         ms = pwl_eval(&c->pf_kv0, ch);
     } else {
-        double flops = 4.0 * c->hq_local * c->model->head_dim * ch *
-                       (kv + ch / 2.0);
+        double flops =
+            4.0 * c->hq_local * c->model->head_dim * ch * (kv + ch / 2.0);
         ms = c->pf_t0_ms + flops / (c->pf_flops * c->gpu->flop_scale);
     }
     if (n > 1 && c->model->n_kv_heads < c->model->n_heads) {
@@ -534,7 +545,7 @@ static double attn_prefill_ms(const lkv_sim_cost_t *c, int n, double c2_sum,
 }
 
 lkv_status_t lkv_sim_cost_create(const lkv_sim_cost_config_t *cfg,
-                                 lkv_sim_cost_t **c_p)
+                                 lkv_sim_cost_t             **c_p)
 {
     lkv_status_t    st;
     lkv_sim_cost_t *c;
@@ -553,7 +564,8 @@ lkv_status_t lkv_sim_cost_create(const lkv_sim_cost_config_t *cfg,
     c->model        = lkv_sim_model_find(cfg->model);
     if (c->model == NULL) {
         LKV_LOG_ERROR("unknown model '%s' (known: %s)",
-                      cfg->model != NULL ? cfg->model : "", lkv_sim_model_names());
+                      cfg->model != NULL ? cfg->model : "",
+                      lkv_sim_model_names());
         st = LKV_ERR_INVALID;
         goto err;
     }
@@ -609,16 +621,17 @@ lkv_status_t lkv_sim_cost_create(const lkv_sim_cost_config_t *cfg,
         LKV_CHECK_GOTO(load_cpu(c), st, err);
     }
     /* memory: vLLM/Vidur style budget per GPU */
-    c->block_bytes = 2LL * cfg->block_size * c->hkv_local * c->model->head_dim * 2;
-    double mem     = (cfg->mem_gib > 0 ? cfg->mem_gib : 80.0) * 1073741824.0;
+    c->block_bytes =
+        2LL * cfg->block_size * c->hkv_local * c->model->head_dim * 2;
+    double mem       = (cfg->mem_gib > 0 ? cfg->mem_gib : 80.0) * 1073741824.0;
     c->weights_bytes = c->model->n_params * 2.0 / (cfg->tp * cfg->pp);
     if (cfg->act_reserve_gib >= 0) {
         c->act_bytes = cfg->act_reserve_gib * 1073741824.0;
     } else {
-        c->act_bytes = 1073741824.0 +
-                       (double)cfg->max_batch_tokens *
-                           (c->model->hidden * 2.0 * 4 +
-                            (double)c->model->ffn / cfg->tp * 2.0 * 3);
+        c->act_bytes =
+            1073741824.0 + (double)cfg->max_batch_tokens *
+                               (c->model->hidden * 2.0 * 4 +
+                                (double)c->model->ffn / cfg->tp * 2.0 * 3);
     }
     c->kv_bytes = mem * cfg->mem_util - c->weights_bytes - c->act_bytes;
     if (c->kv_bytes < (double)c->block_bytes * c->model->n_layers) {
@@ -681,14 +694,15 @@ double lkv_sim_cost_layer_ns(const lkv_sim_cost_t *c, const lkv_sim_batch_t *b)
     }
     double T  = ceil(b->n_tokens / 8.0) * 8.0;
     double ms = pwl_eval(&c->token_ops, T);
-    ms += c->cfg.attn_scale *
-          (attn_decode_ms(c, b->n_decode, b->decode_kv_sum) +
-           attn_prefill_ms(c, b->n_prefill, b->prefill_c2_sum, b->prefill_kv_sum));
+    ms +=
+        c->cfg.attn_scale * (attn_decode_ms(c, b->n_decode, b->decode_kv_sum) +
+                             attn_prefill_ms(c, b->n_prefill, b->prefill_c2_sum,
+                                             b->prefill_kv_sum));
     ms += 2.0 * all_reduce_ms(c, b->n_tokens);
     return ms * 1e6;
 }
 
-double lkv_sim_cost_step_extra_ns(const lkv_sim_cost_t *c,
+double lkv_sim_cost_step_extra_ns(const lkv_sim_cost_t  *c,
                                   const lkv_sim_batch_t *b)
 {
     double ms = 0.0;
@@ -697,7 +711,8 @@ double lkv_sim_cost_step_extra_ns(const lkv_sim_cost_t *c,
     }
     if (c->cfg.pp > 1) {
         ms += (c->cfg.pp - 1) *
-              pwl_eval(&c->send_recv, (double)b->n_tokens * c->model->hidden * 2.0);
+              pwl_eval(&c->send_recv,
+                       (double)b->n_tokens * c->model->hidden * 2.0);
     }
     if (c->cfg.cpu_overheads) {
         ms += pwl_eval(&c->cpu, (double)(b->n_decode + b->n_prefill));
@@ -723,7 +738,10 @@ const lkv_sim_model_t *lkv_sim_cost_model(const lkv_sim_cost_t *c)
 {
     return c->model;
 }
-int64_t lkv_sim_cost_block_bytes(const lkv_sim_cost_t *c) { return c->block_bytes; }
+int64_t lkv_sim_cost_block_bytes(const lkv_sim_cost_t *c)
+{
+    return c->block_bytes;
+}
 int32_t lkv_sim_cost_device_blocks(const lkv_sim_cost_t *c)
 {
     return c->device_blocks;
@@ -751,4 +769,7 @@ void lkv_sim_cost_attn_fit(const lkv_sim_cost_t *c, double *dec_t0_ns,
     *pf_flops_per_s     = c->pf_flops * 1e3 * c->gpu->flop_scale;
 }
 
-const char *lkv_sim_cost_describe(const lkv_sim_cost_t *c) { return c->describe; }
+const char *lkv_sim_cost_describe(const lkv_sim_cost_t *c)
+{
+    return c->describe;
+}

@@ -52,21 +52,21 @@ const lkv_sim_model_t *lkv_sim_model_find(const char *name);
 const char            *lkv_sim_model_names(void); /* "llama2-7b, ..." */
 
 typedef struct {
-    const char *data_dir;  /* holds profiles/ and traces/ (data/vidur) */
-    const char *model;     /* lkv_sim_model_t name */
-    const char *gpu;       /* "a100" | "h100" (80 GB SXM) */
-    const char *net_node;  /* NULL: "<gpu>_dgx" */
-    int         tp;        /* tensor-parallel degree (profiled: 1,2,4,8) */
-    int         pp;        /* pipeline stages (latency model only) */
+    const char *data_dir; /* holds profiles/ and traces/ (data/vidur) */
+    const char *model;    /* lkv_sim_model_t name */
+    const char *gpu;      /* "a100" | "h100" (80 GB SXM) */
+    const char *net_node; /* NULL: "<gpu>_dgx" */
+    int         tp;       /* tensor-parallel degree (profiled: 1,2,4,8) */
+    int         pp;       /* pipeline stages (latency model only) */
     int         block_size;
-    double      mem_gib;   /* GPU memory; 0: 80 */
-    double      mem_util;  /* fraction usable (vLLM gpu_memory_utilization) */
-    double      act_reserve_gib; /* <0: estimate from max_batch_tokens */
+    double      mem_gib;  /* GPU memory; 0: 80 */
+    double      mem_util; /* fraction usable (vLLM gpu_memory_utilization) */
+    double      act_reserve_gib;  /* <0: estimate from max_batch_tokens */
     int         max_batch_tokens; /* for the activation estimate */
-    double      link_gbps;       /* host link GB/s per direction per GPU */
-    double      link_latency_us; /* per copy (one layer of one sequence) */
-    bool        cpu_overheads;   /* add Vidur's CPU overhead per step */
-    double      attn_scale;      /* multiplier on attention time (1.0) */
+    double      link_gbps;        /* host link GB/s per direction per GPU */
+    double      link_latency_us;  /* per copy (one layer of one sequence) */
+    bool        cpu_overheads;    /* add Vidur's CPU overhead per step */
+    double      attn_scale;       /* multiplier on attention time (1.0) */
 } lkv_sim_cost_config_t;
 
 lkv_sim_cost_config_t lkv_sim_cost_config_default(void);
@@ -77,7 +77,7 @@ typedef struct lkv_sim_cost lkv_sim_cost_t;
  * the heads; logged with the choices), LKV_ERR_NOTFOUND/FORMAT (profile
  * files), LKV_ERR_NOSPACE (weights leave no memory for the KV cache). */
 lkv_status_t lkv_sim_cost_create(const lkv_sim_cost_config_t *cfg,
-                                 lkv_sim_cost_t **c_p);
+                                 lkv_sim_cost_t             **c_p);
 void         lkv_sim_cost_destroy(lkv_sim_cost_t **c_p);
 
 /* The batch of one step, summarised. */
@@ -93,7 +93,7 @@ typedef struct {
 /* Time of one transformer layer for the batch (ns), all-reduces included. */
 double lkv_sim_cost_layer_ns(const lkv_sim_cost_t *c, const lkv_sim_batch_t *b);
 /* Per-step time outside the layers (ns): pipeline hops, CPU overheads. */
-double lkv_sim_cost_step_extra_ns(const lkv_sim_cost_t *c,
+double lkv_sim_cost_step_extra_ns(const lkv_sim_cost_t  *c,
                                   const lkv_sim_batch_t *b);
 /* Whole step without copies: n_layers * layer + extra. */
 double lkv_sim_cost_step_ns(const lkv_sim_cost_t *c, const lkv_sim_batch_t *b);
@@ -102,9 +102,10 @@ double lkv_sim_cost_copy_ns(const lkv_sim_cost_t *c, int64_t bytes);
 
 /* Geometry and capacity. */
 const lkv_sim_model_t *lkv_sim_cost_model(const lkv_sim_cost_t *c);
-int64_t lkv_sim_cost_block_bytes(const lkv_sim_cost_t *c); /* 1 layer-block/GPU */
+int64_t
+lkv_sim_cost_block_bytes(const lkv_sim_cost_t *c); /* 1 layer-block/GPU */
 int32_t lkv_sim_cost_device_blocks(const lkv_sim_cost_t *c); /* layer-blocks */
-double  lkv_sim_cost_kv_gib(const lkv_sim_cost_t *c);    /* KV memory / GPU */
+double  lkv_sim_cost_kv_gib(const lkv_sim_cost_t *c); /* KV memory / GPU */
 double  lkv_sim_cost_weights_gib(const lkv_sim_cost_t *c);
 double  lkv_sim_cost_link_bytes_per_s(const lkv_sim_cost_t *c);
 /* Fitted roofline constants (for the docs and tests). */

@@ -11,19 +11,21 @@
 #include "common/log.h"
 
 struct lkv_csv_table {
-    char    *buf;
-    int      n_cols;
-    int64_t  n_rows;
-    char   **header; /* (n_cols) */
-    char   **cells;  /* (n_rows * n_cols) */
+    char   *buf;
+    int     n_cols;
+    int64_t n_rows;
+    char  **header; /* (n_cols) */
+    char  **cells;  /* (n_rows * n_cols) */
 };
 
 static lkv_status_t read_file(const char *path, char **buf_p, size_t *len_p)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        LKV_LOG_ERROR("cannot open %s (check --data-dir; tools/vidur_extract.py "
-                      "regenerates data/vidur)", path);
+        LKV_LOG_ERROR(
+            "cannot open %s (check --data-dir; tools/vidur_extract.py "
+            "regenerates data/vidur)",
+            path);
         return LKV_ERR_NOTFOUND;
     }
     size_t cap = 1 << 16, len = 0;
@@ -163,7 +165,10 @@ void lkv_csv_destroy(lkv_csv_table_t **t_p)
     *t_p = NULL;
 }
 
-int64_t lkv_csv_rows(const lkv_csv_table_t *t) { return t->n_rows; }
+int64_t lkv_csv_rows(const lkv_csv_table_t *t)
+{
+    return t->n_rows;
+}
 
 int lkv_csv_col(const lkv_csv_table_t *t, const char *name)
 {

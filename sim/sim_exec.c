@@ -35,10 +35,10 @@ struct lkv_sim_exec {
     int                   cap_mrefs;
     int64_t              *stage_done; /* (n_layers) */
     /* seq_id -> n_tokens of this step, open addressing (power of two) */
-    uint64_t             *hkeys;
-    int32_t              *hvals;
-    int                   hcap;
-    lkv_sim_exec_stats_t  stats;
+    uint64_t            *hkeys;
+    int32_t             *hvals;
+    int                  hcap;
+    lkv_sim_exec_stats_t stats;
 };
 
 static lkv_status_t grow(void **p, int *cap, int need, size_t elem)
@@ -60,9 +60,10 @@ static lkv_status_t grow(void **p, int *cap, int need, size_t elem)
 }
 
 lkv_status_t lkv_sim_exec_create(const lkv_sim_exec_config_t *cfg,
-                                 lkv_sim_exec_t **e_p)
+                                 lkv_sim_exec_t             **e_p)
 {
-    if (cfg == NULL || cfg->cost == NULL || e_p == NULL || cfg->block_size < 1) {
+    if (cfg == NULL || cfg->cost == NULL || e_p == NULL ||
+        cfg->block_size < 1) {
         return LKV_ERR_INVALID;
     }
     lkv_sim_exec_t *e = calloc(1, sizeof(*e));
@@ -98,7 +99,10 @@ void lkv_sim_exec_destroy(lkv_sim_exec_t **e_p)
     *e_p = NULL;
 }
 
-int lkv_sim_exec_pending(const lkv_sim_exec_t *e) { return e->n_pend; }
+int lkv_sim_exec_pending(const lkv_sim_exec_t *e)
+{
+    return e->n_pend;
+}
 
 void lkv_sim_exec_stats(const lkv_sim_exec_t *e, lkv_sim_exec_stats_t *out)
 {
@@ -124,7 +128,7 @@ static lkv_status_t seqmap_build(lkv_sim_exec_t *e, const lkv_step_plan_t *p)
         if (k == NULL) {
             return LKV_ERR_NOMEM;
         }
-        e->hkeys  = k;
+        e->hkeys   = k;
         int32_t *v = realloc(e->hvals, (size_t)need * sizeof(int32_t));
         if (v == NULL) {
             return LKV_ERR_NOMEM;
@@ -218,10 +222,10 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
         const lkv_plan_move_t *m = &plan->moves[i];
         if (m->layer < 0 || m->layer >= L || m->n_blocks < 0 ||
             m->kind > LKV_PLAN_MOVE_STAGE) {
-            LKV_LOG_ERROR("plan %llu: move %llu has layer %d, %d blocks, kind %d",
-                          (unsigned long long)plan->step_id,
-                          (unsigned long long)m->move_id, m->layer, m->n_blocks,
-                          m->kind);
+            LKV_LOG_ERROR(
+                "plan %llu: move %llu has layer %d, %d blocks, kind %d",
+                (unsigned long long)plan->step_id,
+                (unsigned long long)m->move_id, m->layer, m->n_blocks, m->kind);
             return LKV_ERR_INVALID;
         }
         e->mrefs[n_m++] = (mref_t){m->layer, m->kind, i};
@@ -241,8 +245,8 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
         const lkv_plan_move_t *m = &plan->moves[e->mrefs[i].idx];
         if (m->kind == LKV_PLAN_MOVE_STAGE) {
             int64_t bytes = (int64_t)m->n_blocks * e->block_bytes;
-            int64_t t = link_copy(e, &e->h2d_free_ns, now_ns, bytes,
-                                  &e->stats.h2d_busy_ns);
+            int64_t t     = link_copy(e, &e->h2d_free_ns, now_ns, bytes,
+                                      &e->stats.h2d_busy_ns);
             if (t > e->stage_done[m->layer]) {
                 e->stage_done[m->layer] = t;
             }
@@ -252,17 +256,17 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
     for (int i = 0; i < n_m; i++) {
         const lkv_plan_move_t *m = &plan->moves[e->mrefs[i].idx];
         if (m->kind == LKV_PLAN_MOVE_RELOAD) {
-            int64_t bytes = (int64_t)m->n_blocks * e->block_bytes;
-            int64_t t = link_copy(e, &e->h2d_free_ns, now_ns, bytes,
-                                  &e->stats.h2d_busy_ns);
+            int64_t bytes        = (int64_t)m->n_blocks * e->block_bytes;
+            int64_t t            = link_copy(e, &e->h2d_free_ns, now_ns, bytes,
+                                             &e->stats.h2d_busy_ns);
             e->pend[e->n_pend++] = (pending_t){m->move_id, t};
             bytes_h2d += bytes;
         }
     }
 
     /* 3. compute layer by layer, offloads after each layer */
-    int     n_done  = 0;
-    int64_t t       = now_ns;
+    int     n_done   = 0;
+    int64_t t        = now_ns;
     int64_t copy_end = now_ns;
     int64_t compute_end;
     if (plan->n_seqs > 0) {
@@ -277,15 +281,17 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
             t += lns;
             int64_t layer_copies_end = t;
             for (; mi < n_m && e->mrefs[mi].layer == l; mi++) {
-                const lkv_plan_move_t *m = &plan->moves[e->mrefs[mi].idx];
-                int64_t bytes = 0;
+                const lkv_plan_move_t *m     = &plan->moves[e->mrefs[mi].idx];
+                int64_t                bytes = 0;
                 if (m->kind == LKV_PLAN_MOVE_OFFLOAD) {
                     bytes = (int64_t)m->n_blocks * e->block_bytes;
                 } else if (m->kind == LKV_PLAN_MOVE_STAGE) {
                     /* write back the blocks written this step */
                     int32_t nt = seqmap_tokens(e, m->seq_id);
-                    int64_t nb = nt <= 1 ? 1 : (nt + e->cfg.block_size - 1) /
-                                                   e->cfg.block_size + 1;
+                    int64_t nb = nt <= 1 ? 1
+                                         : (nt + e->cfg.block_size - 1) /
+                                                   e->cfg.block_size +
+                                               1;
                     if (nb > m->n_blocks) {
                         nb = m->n_blocks;
                     }
@@ -328,10 +334,11 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
             const lkv_plan_move_t *m = &plan->moves[e->mrefs[i].idx];
             if (m->kind != LKV_PLAN_MOVE_RELOAD) {
                 int64_t bytes = (int64_t)m->n_blocks * e->block_bytes;
-                int64_t c = link_copy(e, m->kind == LKV_PLAN_MOVE_OFFLOAD
-                                             ? &e->d2h_free_ns
-                                             : &e->h2d_free_ns,
-                                      now_ns, bytes, &e->stats.d2h_busy_ns);
+                int64_t c     = link_copy(e,
+                                      m->kind == LKV_PLAN_MOVE_OFFLOAD
+                                              ? &e->d2h_free_ns
+                                              : &e->h2d_free_ns,
+                                          now_ns, bytes, &e->stats.d2h_busy_ns);
                 if (c > copy_end) {
                     copy_end = c;
                 }

@@ -37,15 +37,15 @@ typedef struct {
 
 typedef struct {
     uint64_t steps, wait_steps;
-    int64_t  compute_ns;  /* sum of compute time */
-    int64_t  stall_ns;    /* compute waiting for copies (stage, sync) */
+    int64_t  compute_ns; /* sum of compute time */
+    int64_t  stall_ns;   /* compute waiting for copies (stage, sync) */
     int64_t  bytes_d2h, bytes_h2d;
     int64_t  d2h_busy_ns, h2d_busy_ns;
-    int64_t  tail_ns;     /* step time beyond compute spent on copies */
+    int64_t  tail_ns; /* step time beyond compute spent on copies */
 } lkv_sim_exec_stats_t;
 
 lkv_status_t lkv_sim_exec_create(const lkv_sim_exec_config_t *cfg,
-                                 lkv_sim_exec_t **e_p);
+                                 lkv_sim_exec_t             **e_p);
 void         lkv_sim_exec_destroy(lkv_sim_exec_t **e_p);
 
 /* Execute `plan` starting at now_ns. A plan without sequences is a wait

@@ -90,8 +90,8 @@ static void fit_priors(const lkv_sim_cost_t *cost, int max_len,
     ls3_t  pf = {{{0}}}, dc = {{{0}}};
     double x[3];
     for (double c = 64; c <= max_len * 1.0001; c *= 1.4142) {
-        lkv_sim_batch_t b = {.n_tokens = (int32_t)c, .n_prefill = 1,
-                             .prefill_c2_sum = c * c};
+        lkv_sim_batch_t b = {
+            .n_tokens = (int32_t)c, .n_prefill = 1, .prefill_c2_sum = c * c};
         ls3_add(&pf, c, c * c, lkv_sim_cost_step_ns(cost, &b));
     }
     if (solve3(pf.a, x)) {
@@ -101,8 +101,8 @@ static void fit_priors(const lkv_sim_cost_t *cost, int max_len,
     }
     for (int n = 1; n <= 256; n *= 2) {
         for (int kv = 256; kv <= max_len; kv *= 2) {
-            lkv_sim_batch_t b = {.n_tokens = n, .n_decode = n,
-                                 .decode_kv_sum = (int64_t)n * kv};
+            lkv_sim_batch_t b = {
+                .n_tokens = n, .n_decode = n, .decode_kv_sum = (int64_t)n * kv};
             ls3_add(&dc, n, (double)n * kv, lkv_sim_cost_step_ns(cost, &b));
         }
     }
@@ -115,8 +115,13 @@ static void fit_priors(const lkv_sim_cost_t *cost, int max_len,
 
 /* ---- per-request records ---- */
 
-enum { RF_FIRST = 1, RF_DONE = 2, RF_FAILED = 4, RF_REJECTED = 8,
-       RF_VIOLATED = 16 };
+enum {
+    RF_FIRST    = 1,
+    RF_DONE     = 2,
+    RF_FAILED   = 4,
+    RF_REJECTED = 8,
+    RF_VIOLATED = 16
+};
 
 typedef struct {
     float   ttft_s, queue_s, tpot_s, e2e_s;
@@ -182,10 +187,12 @@ static lkv_status_t drain_events(sim_t *S, int i)
         if (ev[k].time_ns > S->last_finish_ns) {
             S->last_finish_ns = ev[k].time_ns;
         }
-        r->n_gen     = t->n_generated;
-        r->n_off     = (uint8_t)(t->n_offloaded_layers > 255 ? 255
-                                                            : t->n_offloaded_layers);
-        r->n_preempt = (uint8_t)(t->n_preemptions > 255 ? 255 : t->n_preemptions);
+        r->n_gen = t->n_generated;
+        r->n_off =
+            (uint8_t)(t->n_offloaded_layers > 255 ? 255
+                                                  : t->n_offloaded_layers);
+        r->n_preempt =
+            (uint8_t)(t->n_preemptions > 255 ? 255 : t->n_preemptions);
         if (ev[k].reason != LKV_SCHED_FINISH_LENGTH &&
             ev[k].reason != LKV_SCHED_FINISH_STOP) {
             r->flags |= RF_FAILED | RF_VIOLATED;
@@ -202,7 +209,7 @@ static lkv_status_t drain_events(sim_t *S, int i)
         r->e2e_s   = (float)((t->finish_ns - t->arrival_ns) * 1e-9);
         r->tpot_s  = t->n_generated > 1
                          ? (float)((t->finish_ns - t->first_token_ns) * 1e-9 /
-                                   (t->n_generated - 1))
+                                  (t->n_generated - 1))
                          : 0.0f;
         if ((S->cfg->ttft_slo_s > 0 && r->ttft_s > S->cfg->ttft_slo_s) ||
             (S->cfg->tpot_slo_s > 0 && t->n_generated > 1 &&
@@ -229,9 +236,14 @@ static lkv_status_t start_step(sim_t *S, int i, int64_t now, int64_t next_arr)
     }
     LKV_CHECK(drain_events(S, i));
     if (plan->n_seqs == 0 && lkv_sim_exec_pending(in->exec) == 0 &&
-        next_arr == INT64_MAX && plan->n_moves == 0) {
+        next_arr == INT64_MAX && plan->n_moves == 0 && plan->n_finished == 0 &&
+        plan->n_appends == 0) {
+        lkv_sched_stats_t ss;
+        lkv_sched_stats(in->sched, &ss);
         LKV_LOG_ERROR("instance %d: the scheduler waits on copies the "
-                      "executor does not have in flight", i);
+                      "executor does not have in flight (%d waiting, %d "
+                      "running, %d moves in flight)",
+                      i, ss.n_waiting, ss.n_running, ss.n_moves_inflight);
         return LKV_ERR_INTERNAL;
     }
     LKV_CHECK(lkv_sim_exec_step(in->exec, plan, now, next_arr, &in->res,
@@ -253,13 +265,13 @@ static int route(sim_t *S, const lkv_sim_req_t *rq)
     int    best       = 0;
     double best_score = INFINITY;
     for (int i = 0; i < S->n_inst; i++) {
-        const lkv_kv_alloc_t *kv   = lkv_sched_kv(S->inst[i].sched);
+        const lkv_kv_alloc_t *kv = lkv_sched_kv(S->inst[i].sched);
         double used = (double)lkv_kv_used_blocks(kv, LKV_KV_TIER_DEVICE) /
                       (double)lkv_kv_total_blocks(kv, LKV_KV_TIER_DEVICE);
-        double score = (double)(S->inst[i].pending_tokens + rq->prompt_len) *
-                           S->tok_ns +
-                       (used > 0.8 ? (used - 0.8) * 5e9 : 0.0) +
-                       (S->inst[i].busy ? 0.0 : -1.0);
+        double score =
+            (double)(S->inst[i].pending_tokens + rq->prompt_len) * S->tok_ns +
+            (used > 0.8 ? (used - 0.8) * 5e9 : 0.0) +
+            (S->inst[i].busy ? 0.0 : -1.0);
         if (score < best_score) {
             best_score = score;
             best       = i;
@@ -279,17 +291,17 @@ static double pct(float *v, int64_t n, double q)
     if (n == 0) {
         return 0.0;
     }
-    double pos = q * (double)(n - 1);
-    int64_t lo = (int64_t)floor(pos);
-    int64_t hi = lo + 1 < n ? lo + 1 : lo;
+    double  pos = q * (double)(n - 1);
+    int64_t lo  = (int64_t)floor(pos);
+    int64_t hi  = lo + 1 < n ? lo + 1 : lo;
     return v[lo] + (pos - (double)lo) * (v[hi] - v[lo]);
 }
 
 static void summarise(sim_t *S, lkv_sim_result_t *out)
 {
     const lkv_sim_config_t *cfg = S->cfg;
-    float  *a = malloc((size_t)(S->n > 0 ? S->n : 1) * sizeof(float));
-    float  *b = malloc((size_t)(S->n > 0 ? S->n : 1) * sizeof(float));
+    float  *a  = malloc((size_t)(S->n > 0 ? S->n : 1) * sizeof(float));
+    float  *b  = malloc((size_t)(S->n > 0 ? S->n : 1) * sizeof(float));
     int64_t na = 0, nb = 0, viol = 0, ttft_ok = 0, tpot_ok = 0;
     double  s_ttft = 0, s_q = 0, s_tpot = 0, s_e2e = 0, s_off = 0, s_pf = 0;
     int64_t n_off = 0, tokens = 0;
@@ -334,14 +346,14 @@ static void summarise(sim_t *S, lkv_sim_result_t *out)
     out->n_requests    = S->n;
     out->output_tokens = tokens;
     if (na > 0) {
-        out->mean_ttft_s    = s_ttft / na;
-        out->mean_queue_s   = s_q / na;
-        out->mean_prefill_s = s_pf / na;
-        out->mean_e2e_s     = s_e2e / na;
+        out->mean_ttft_s           = s_ttft / na;
+        out->mean_queue_s          = s_q / na;
+        out->mean_prefill_s        = s_pf / na;
+        out->mean_e2e_s            = s_e2e / na;
         out->mean_offloaded_layers = s_off / na;
-        out->frac_offloaded = (double)n_off / na;
-        out->ttft_attainment = (double)ttft_ok / na;
-        out->tpot_attainment = (double)tpot_ok / na;
+        out->frac_offloaded        = (double)n_off / na;
+        out->ttft_attainment       = (double)ttft_ok / na;
+        out->tpot_attainment       = (double)tpot_ok / na;
         if (a != NULL) {
             qsort(a, (size_t)na, sizeof(float), cmp_float);
             out->p50_ttft_s = pct(a, na, 0.50);
@@ -369,8 +381,8 @@ static void summarise(sim_t *S, lkv_sim_result_t *out)
         out->p99_queue_s = pct(a, k, 0.99);
     }
     out->slo_violation_rate = S->n > 0 ? (double)viol / S->n : 0.0;
-    int64_t t0 = S->n > 0 ? S->reqs[0].arrival_ns : 0;
-    out->makespan_s       = (S->last_finish_ns - t0) * 1e-9;
+    int64_t t0              = S->n > 0 ? S->reqs[0].arrival_ns : 0;
+    out->makespan_s         = (S->last_finish_ns - t0) * 1e-9;
     if (out->makespan_s > 0) {
         out->throughput_tok_s = tokens / out->makespan_s;
         out->throughput_req_s = out->n_completed / out->makespan_s;
@@ -420,42 +432,44 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
     S.n_inst = cfg->instances;
 
     /* scheduler config from the cost model */
-    lkv_sched_config_t sc = lkv_sched_config_default();
-    sc.policy             = cfg->policy;
-    sc.n_layers           = m->n_layers;
-    sc.block_size         = cfg->cost.block_size;
-    sc.block_bytes        = lkv_sim_cost_block_bytes(S.cost);
-    sc.n_blocks[LKV_KV_TIER_DEVICE] =
-        cfg->num_blocks > 0 ? cfg->num_blocks * m->n_layers
-                            : lkv_sim_cost_device_blocks(S.cost);
+    lkv_sched_config_t sc           = lkv_sched_config_default();
+    sc.policy                       = cfg->policy;
+    sc.n_layers                     = m->n_layers;
+    sc.block_size                   = cfg->cost.block_size;
+    sc.block_bytes                  = lkv_sim_cost_block_bytes(S.cost);
+    sc.n_blocks[LKV_KV_TIER_DEVICE] = cfg->num_blocks > 0
+                                          ? cfg->num_blocks * m->n_layers
+                                          : lkv_sim_cost_device_blocks(S.cost);
     double host_blocks = cfg->host_gib * 1073741824.0 / (double)sc.block_bytes;
-    sc.n_blocks[LKV_KV_TIER_HOST]   = host_blocks > 2e9 ? 2000000000
-                                                        : (int32_t)host_blocks;
+    sc.n_blocks[LKV_KV_TIER_HOST] =
+        host_blocks > 2e9 ? 2000000000 : (int32_t)host_blocks;
     sc.n_blocks[LKV_KV_TIER_REMOTE] = 0;
-    sc.max_seqs         = cfg->max_seqs;
-    sc.max_queue        = (int)(S.n < (1 << 24) ? S.n : (1 << 24));
-    sc.max_seq_len      = max_len;
-    sc.max_batch_tokens = cfg->max_batch_tokens;
-    sc.watermark        = cfg->watermark;
-    sc.chunked_prefill  = cfg->chunked_prefill;
-    sc.chunk_tokens     = cfg->chunk_tokens;
-    sc.ttft_slo_ns      = (int64_t)(cfg->ttft_slo_s * 1e9);
-    sc.tpot_slo_ns      = (int64_t)(cfg->tpot_slo_s * 1e9);
+    sc.max_seqs                     = cfg->max_seqs;
+    sc.max_queue                    = (int)(S.n < (1 << 24) ? S.n : (1 << 24));
+    sc.max_seq_len                  = max_len;
+    sc.max_batch_tokens             = cfg->max_batch_tokens;
+    sc.watermark                    = cfg->watermark;
+    sc.chunked_prefill              = cfg->chunked_prefill;
+    sc.chunk_tokens                 = cfg->chunk_tokens;
+    sc.ttft_slo_ns                  = (int64_t)(cfg->ttft_slo_s * 1e9);
+    sc.tpot_slo_ns                  = (int64_t)(cfg->tpot_slo_s * 1e9);
     for (int t = 0; t < LKV_KV_TIER_COUNT; t++) {
         sc.d2h_bytes_per_s[t] = 0;
         sc.h2d_bytes_per_s[t] = 0;
     }
-    sc.d2h_bytes_per_s[LKV_KV_TIER_HOST] = lkv_sim_cost_link_bytes_per_s(S.cost);
-    sc.h2d_bytes_per_s[LKV_KV_TIER_HOST] = lkv_sim_cost_link_bytes_per_s(S.cost);
+    sc.d2h_bytes_per_s[LKV_KV_TIER_HOST] =
+        lkv_sim_cost_link_bytes_per_s(S.cost);
+    sc.h2d_bytes_per_s[LKV_KV_TIER_HOST] =
+        lkv_sim_cost_link_bytes_per_s(S.cost);
     sc.decode_mode  = (lkv_sched_decode_mode_t)cfg->decode_mode;
     sc.offload_rule = (lkv_sched_offload_rule_t)cfg->offload_rule;
     sc.n_stop       = 0;
     fit_priors(S.cost, max_len, &sc);
-    S.tok_ns = sc.pf_c1_ns + sc.pf_c2_ns * 2048;
+    S.tok_ns           = sc.pf_c1_ns + sc.pf_c2_ns * 2048;
     out->device_blocks = sc.n_blocks[LKV_KV_TIER_DEVICE];
 
-    lkv_sim_exec_config_t ec = {.cost = S.cost,
-                                .block_size = cfg->cost.block_size,
+    lkv_sim_exec_config_t ec = {.cost         = S.cost,
+                                .block_size   = cfg->cost.block_size,
                                 .sync_offload = cfg->sync_offload};
     for (int i = 0; i < S.n_inst; i++) {
         st = lkv_sched_create(&sc, &S.inst[i].sched);
@@ -496,7 +510,8 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
         now       = t;
         if (stall > 10000000) {
             LKV_LOG_ERROR("simulation stalled at t=%.6f s (no time progress "
-                          "in 1e7 events)", now * 1e-9);
+                          "in 1e7 events)",
+                          now * 1e-9);
             st = LKV_ERR_INTERNAL;
             goto out;
         }
@@ -504,19 +519,19 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
             const lkv_sim_req_t *rq = &S.reqs[next];
             int                  i  = route(&S, rq);
             lkv_sched_request_t  r  = {0};
-            r.id          = (uint64_t)next;
-            r.prompt      = S.prompt_buf;
-            r.n_prompt    = rq->prompt_len;
-            r.max_tokens  = rq->output_len;
-            r.ttft_slo_ns = cfg->no_slo_scheduler ? -1 : 0;
-            r.tpot_slo_ns = cfg->no_slo_scheduler ? -1 : 0;
-            r.arrival_ns  = rq->arrival_ns;
-            r.ignore_stop = true;
-            S.rec[next].inst = (int16_t)i;
+            r.id                    = (uint64_t)next;
+            r.prompt                = S.prompt_buf;
+            r.n_prompt              = rq->prompt_len;
+            r.max_tokens            = rq->output_len;
+            r.ttft_slo_ns           = cfg->no_slo_scheduler ? -1 : 0;
+            r.tpot_slo_ns           = cfg->no_slo_scheduler ? -1 : 0;
+            r.arrival_ns            = rq->arrival_ns;
+            r.ignore_stop           = true;
+            S.rec[next].inst        = (int16_t)i;
             lkv_status_t sst = lkv_sched_submit(S.inst[i].sched, &r, now, NULL);
             if (sst < 0) {
-                S.rec[next].flags |= RF_REJECTED | RF_DONE | RF_FAILED |
-                                     RF_VIOLATED | RF_FIRST;
+                S.rec[next].flags |=
+                    RF_REJECTED | RF_DONE | RF_FAILED | RF_VIOLATED | RF_FIRST;
                 S.n_done++;
                 if (!cfg->quiet && sst != LKV_ERR_REJECTED) {
                     LKV_LOG_WARN("request %lld not accepted: %s (%s)",
@@ -534,7 +549,7 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
             continue;
         }
         inst_t *in = &S.inst[bi];
-        st = lkv_sched_on_result(in->sched, &in->res, now);
+        st         = lkv_sched_on_result(in->sched, &in->res, now);
         if (st < 0) {
             LKV_LOG_ERROR("instance %d: on_result failed: %s (%s)", bi,
                           lkv_status_str(st), lkv_sched_last_error(in->sched));
@@ -549,7 +564,7 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
     /* scheduler and executor counters */
     double busy_c = 0, busy_d = 0, busy_h = 0, tail = 0;
     for (int i = 0; i < S.n_inst; i++) {
-        lkv_sched_stats_t ss;
+        lkv_sched_stats_t    ss;
         lkv_sim_exec_stats_t es;
         lkv_sched_stats(S.inst[i].sched, &ss);
         lkv_sim_exec_stats(S.inst[i].exec, &es);
@@ -569,7 +584,7 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
         tail += (double)es.tail_ns;
     }
     if (out->makespan_s > 0) {
-        double span = out->makespan_s * 1e9 * S.n_inst;
+        double span        = out->makespan_s * 1e9 * S.n_inst;
         out->compute_util  = busy_c / span;
         out->link_d2h_util = busy_d / span;
         out->link_h2d_util = busy_h / span;
@@ -588,7 +603,8 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
                    "offloaded_layers,slo_violated\n");
         for (int64_t i = 0; i < S.n; i++) {
             const rec_t *r = &S.rec[i];
-            fprintf(f, "%lld,%.6f,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%d\n",
+            fprintf(f,
+                    "%lld,%.6f,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%d\n",
                     (long long)i, S.reqs[i].arrival_ns * 1e-9,
                     S.reqs[i].prompt_len, S.reqs[i].output_len, r->inst,
                     (r->flags & RF_REJECTED) ? "rejected"
@@ -636,8 +652,9 @@ void lkv_sim_result_write_json(const lkv_sim_result_t *r,
     fprintf(f, "  \"ttft_slo_s\": %.6g,\n  \"tpot_slo_s\": %.6g,\n",
             cfg->ttft_slo_s, cfg->tpot_slo_s);
     fprintf(f, "  \"link_gbps\": %.6g,\n", cfg->cost.link_gbps);
-    fprintf(f, "  \"ablation\": {\"no_slo_scheduler\": %s, \"sync_offload\": "
-               "%s, \"contiguous_layers\": %s},\n",
+    fprintf(f,
+            "  \"ablation\": {\"no_slo_scheduler\": %s, \"sync_offload\": "
+            "%s, \"contiguous_layers\": %s},\n",
             cfg->no_slo_scheduler ? "true" : "false",
             cfg->sync_offload ? "true" : "false",
             cfg->contiguous_layers ? "true" : "false");

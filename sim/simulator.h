@@ -18,8 +18,8 @@
 #include "sim/workload.h"
 
 typedef enum {
-    LKV_SIM_ROUTE_LEAST_TTFT   = 0, /* lowest predicted TTFT (queue + KV) */
-    LKV_SIM_ROUTE_ROUND_ROBIN  = 1,
+    LKV_SIM_ROUTE_LEAST_TTFT  = 0, /* lowest predicted TTFT (queue + KV) */
+    LKV_SIM_ROUTE_ROUND_ROBIN = 1,
 } lkv_sim_route_t;
 
 typedef struct {
@@ -33,32 +33,32 @@ typedef struct {
     double                    host_gib;   /* host KV tier per GPU */
     int32_t                   num_blocks; /* > 0: device pool in ALL-layer
                                              blocks (Vidur's num_blocks) */
-    int                       max_seqs;   /* batch size cap */
-    int                       max_batch_tokens;
-    bool                      chunked_prefill;
-    int                       chunk_tokens;
-    float                     watermark;
+    int   max_seqs;                       /* batch size cap */
+    int   max_batch_tokens;
+    bool  chunked_prefill;
+    int   chunk_tokens;
+    float watermark;
     /* ablations */
-    bool no_slo_scheduler; /* layerkv offload, SLO-blind admission */
-    bool sync_offload;     /* copies not overlapped with compute */
-    bool contiguous_layers;
-    int  decode_mode;      /* lkv_sched_decode_mode_t */
-    int  offload_rule;     /* lkv_sched_offload_rule_t */
-    const char *csv_path;  /* per-request CSV, or NULL */
+    bool        no_slo_scheduler; /* layerkv offload, SLO-blind admission */
+    bool        sync_offload;     /* copies not overlapped with compute */
+    bool        contiguous_layers;
+    int         decode_mode;  /* lkv_sched_decode_mode_t */
+    int         offload_rule; /* lkv_sched_offload_rule_t */
+    const char *csv_path;     /* per-request CSV, or NULL */
     bool        quiet;
 } lkv_sim_config_t;
 
 lkv_sim_config_t lkv_sim_config_default(void);
 
 typedef struct {
-    int64_t n_requests, n_completed, n_failed, n_rejected;
-    double  mean_ttft_s, p50_ttft_s, p90_ttft_s, p99_ttft_s;
-    double  mean_queue_s, p99_queue_s, mean_prefill_s;
-    double  mean_tpot_s, p50_tpot_s, p99_tpot_s;
-    double  mean_e2e_s;
-    double  slo_violation_rate, ttft_attainment, tpot_attainment;
-    double  throughput_tok_s, throughput_req_s, makespan_s;
-    int64_t output_tokens;
+    int64_t  n_requests, n_completed, n_failed, n_rejected;
+    double   mean_ttft_s, p50_ttft_s, p90_ttft_s, p99_ttft_s;
+    double   mean_queue_s, p99_queue_s, mean_prefill_s;
+    double   mean_tpot_s, p50_tpot_s, p99_tpot_s;
+    double   mean_e2e_s;
+    double   slo_violation_rate, ttft_attainment, tpot_attainment;
+    double   throughput_tok_s, throughput_req_s, makespan_s;
+    int64_t  output_tokens;
     uint64_t preemptions, offload_moves, reload_moves, stage_moves,
         anti_starvation_admits;
     int64_t  offloaded_bytes, reloaded_bytes, staged_bytes;
@@ -66,8 +66,8 @@ typedef struct {
     double   mean_offloaded_layers; /* over requests */
     double   frac_offloaded;        /* requests with >= 1 offloaded layer */
     double   link_d2h_util, link_h2d_util, compute_util;
-    double   copy_tail_s;           /* step time beyond compute (copies) */
-    int32_t  device_blocks;         /* per instance, layer-blocks */
+    double   copy_tail_s;   /* step time beyond compute (copies) */
+    int32_t  device_blocks; /* per instance, layer-blocks */
     double   sim_wall_s;
 } lkv_sim_result_t;
 

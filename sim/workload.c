@@ -58,7 +58,7 @@ static void clip_total(int32_t *p, int32_t *d, int32_t max_total)
     if (max_total <= 0 || *p + *d <= max_total) {
         return;
     }
-    double f  = (double)max_total / (double)(*p + *d);
+    double  f  = (double)max_total / (double)(*p + *d);
     int32_t np = (int32_t)floor(*p * f), nd = (int32_t)floor(*d * f);
     if (nd < 1) {
         nd = 1;
@@ -82,10 +82,9 @@ lkv_status_t lkv_sim_workload_generate(const lkv_sim_workload_config_t *cfg,
     int64_t         *perm = NULL;
     uint64_t         rng  = cfg->seed * 0x2545F4914F6CDD1DULL + 7;
 
-    if (cfg->n_requests < 1 || cfg->n_requests > 100000000 ||
-        cfg->rate < 0 || !(cfg->time_scale > 0) || !(cfg->prompt_scale > 0) ||
-        (cfg->trace == NULL &&
-         (cfg->prompt_len < 1 || cfg->output_len < 1)) ||
+    if (cfg->n_requests < 1 || cfg->n_requests > 100000000 || cfg->rate < 0 ||
+        !(cfg->time_scale > 0) || !(cfg->prompt_scale > 0) ||
+        (cfg->trace == NULL && (cfg->prompt_len < 1 || cfg->output_len < 1)) ||
         (cfg->trace == NULL && cfg->rate <= 0)) {
         LKV_LOG_ERROR("invalid workload: need 1..1e8 requests, rate > 0 (or a "
                       "trace with arrival times), prompt and output >= 1");
@@ -95,7 +94,7 @@ lkv_status_t lkv_sim_workload_generate(const lkv_sim_workload_config_t *cfg,
     if (reqs == NULL) {
         return LKV_ERR_NOMEM;
     }
-    int cp = -1, cd = -1, ca = -1;
+    int     cp = -1, cd = -1, ca = -1;
     int64_t rows = 0;
     if (cfg->trace != NULL) {
         char path[1024];
@@ -107,13 +106,15 @@ lkv_status_t lkv_sim_workload_generate(const lkv_sim_workload_config_t *cfg,
         rows = lkv_csv_rows(t);
         if (cp < 0 || cd < 0 || rows < 1) {
             LKV_LOG_ERROR("%s: need columns num_prefill_tokens and "
-                          "num_decode_tokens and at least one row", path);
+                          "num_decode_tokens and at least one row",
+                          path);
             st = LKV_ERR_FORMAT;
             goto out;
         }
         if (cfg->rate <= 0 && ca < 0) {
             LKV_LOG_ERROR("%s has no arrived_at column: give --rate for "
-                          "Poisson arrivals", path);
+                          "Poisson arrivals",
+                          path);
             st = LKV_ERR_INVALID;
             goto out;
         }
@@ -127,15 +128,16 @@ lkv_status_t lkv_sim_workload_generate(const lkv_sim_workload_config_t *cfg,
         }
         if (cfg->rate > 0) { /* shuffle (Fisher-Yates); replay keeps order */
             for (int64_t i = rows - 1; i > 0; i--) {
-                int64_t j = (int64_t)(lkv_sim_rand_u64(&rng) % (uint64_t)(i + 1));
+                int64_t j =
+                    (int64_t)(lkv_sim_rand_u64(&rng) % (uint64_t)(i + 1));
                 int64_t x = perm[i];
                 perm[i]   = perm[j];
                 perm[j]   = x;
             }
         }
     }
-    double  t_s    = 0.0;
-    double  base_s = 0.0;
+    double t_s    = 0.0;
+    double base_s = 0.0;
     for (int64_t i = 0; i < cfg->n_requests; i++) {
         int32_t p = cfg->prompt_len, d = cfg->output_len;
         if (t != NULL) {

@@ -17,22 +17,22 @@ typedef struct {
 } lkv_sim_req_t;
 
 typedef struct {
-    const char *trace;      /* NULL: fixed lengths; a name (sharegpt, arxiv,
-                               bwb, azure-conv, azure-code) resolved under
-                               data_dir/traces/, or a path to a CSV with
-                               num_prefill_tokens,num_decode_tokens[,arrived_at] */
+    const char *trace; /* NULL: fixed lengths; a name (sharegpt, arxiv,
+                          bwb, azure-conv, azure-code) resolved under
+                          data_dir/traces/, or a path to a CSV with
+                          num_prefill_tokens,num_decode_tokens[,arrived_at] */
     const char *data_dir;
     int32_t     prompt_len; /* fixed lengths (trace == NULL) */
     int32_t     output_len;
-    double      rate;       /* requests/s, Poisson; 0: the trace's own
-                               arrived_at times (replay) x time_scale */
-    double      time_scale;
-    int64_t     n_requests; /* trace rows are shuffled (seeded) and reused
-                               cyclically when n exceeds them */
-    uint64_t    seed;
-    int32_t     max_total;  /* > 0: shrink prompt and output in proportion
-                               so prompt + output <= max_total (as Vidur) */
-    double      prompt_scale; /* multiply trace prompt lengths (1.0) */
+    double      rate; /* requests/s, Poisson; 0: the trace's own
+                         arrived_at times (replay) x time_scale */
+    double  time_scale;
+    int64_t n_requests; /* trace rows are shuffled (seeded) and reused
+                           cyclically when n exceeds them */
+    uint64_t seed;
+    int32_t  max_total;  /* > 0: shrink prompt and output in proportion
+                            so prompt + output <= max_total (as Vidur) */
+    double prompt_scale; /* multiply trace prompt lengths (1.0) */
 } lkv_sim_workload_config_t;
 
 lkv_sim_workload_config_t lkv_sim_workload_config_default(void);

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """gen_unicode_tables.py - write format/unicode_tables.c: code point range
 tables for the Unicode classes the byte-level BPE pre-tokenizers need
-(\\p{L} letters, \\p{N} numbers, \\s white space), from Python's unicodedata.
+(\\p{L} letters, \\p{N} numbers, \\s white space), and the NFC data
+(canonical combining classes, canonical decompositions, primary
+compositions) used by format/unicode_norm.c, from Python's unicodedata.
 
 Usage: python3 tools/gen_unicode_tables.py > format/unicode_tables.c
 """
@@ -46,7 +48,7 @@ def main():
     w(" * code point ranges for \\p{L}, \\p{N} and \\s (White_Space), looked\n")
     w(" * up by binary search. Threading: read-only data. */\n")
     w("#include <stdbool.h>\n#include <stddef.h>\n#include <stdint.h>\n\n")
-    w('#include "format/tok_impl.h"\n\n')
+    w('#include "format/tok_impl.h"\n#include "format/unicode_norm.h"\n\n')
     w("typedef struct {\n    uint32_t lo, hi;\n} uni_range_t;\n\n")
     for name, pred in TABLES:
         rs = ranges(pred)
@@ -66,6 +68,7 @@ def main():
     w("        } else if (cp > r[mid].hi) {\n            lo = mid + 1;\n")
     w("        } else {\n            return true;\n        }\n    }\n")
     w("    return false;\n}\n\n")
+    nfc_tables(w)
     for name, _ in TABLES:
         w("bool lkv_uni_is_%s(uint32_t cp)\n{\n" % name)
         if name == "letter":
@@ -74,6 +77,54 @@ def main():
             w("    if (cp < 0x80) {\n        return cp >= '0' && cp <= '9';\n    }\n")
         w("    return in_ranges(%s_ranges, sizeof(%s_ranges) / sizeof(%s_ranges[0]), cp);\n}\n\n"
           % (name, name, name))
+
+
+def emit_rows(w, decl, rows, fmt):
+    w("%s[%d] = {\n" % (decl, len(rows)))
+    line = "   "
+    for r in rows:
+        item = " " + fmt % r + ","
+        if len(line) + len(item) > 78:
+            w(line + "\n")
+            line = "   "
+        line += item
+    w(line + "\n};\n\n")
+
+
+def nfc_tables(w):
+    ccc = []  # (lo, hi, class) runs
+    for cp in range(0x110000):
+        c = unicodedata.combining(chr(cp))
+        if c == 0:
+            continue
+        if ccc and ccc[-1][1] == cp - 1 and ccc[-1][2] == c:
+            ccc[-1] = (ccc[-1][0], cp, c)
+        else:
+            ccc.append((cp, cp, c))
+    w("/* canonical combining class runs (class != 0) */\n")
+    emit_rows(w, "const lkv_uni_ccc_t lkv_uni_ccc", ccc, "{0x%X, 0x%X, %d}")
+    w("const size_t lkv_uni_ccc_n = sizeof(lkv_uni_ccc) / sizeof(lkv_uni_ccc[0]);\n\n")
+    dec, comp = [], []
+    for cp in range(0x110000):
+        d = unicodedata.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            continue
+        parts = [int(x, 16) for x in d.split()]
+        dec.append((cp, parts[0], parts[1] if len(parts) > 1 else 0))
+        if len(parts) == 2 and unicodedata.normalize(
+                "NFC", chr(parts[0]) + chr(parts[1])) == chr(cp):
+            comp.append((parts[0], parts[1], cp))
+    comp.sort()
+    w("/* canonical decompositions: cp -> (a, b), b == 0 for singletons */\n")
+    emit_rows(w, "const lkv_uni_pair_t lkv_uni_decomp", dec, "{0x%X, 0x%X, 0x%X}")
+    w("const size_t lkv_uni_decomp_n = sizeof(lkv_uni_decomp) / sizeof(lkv_uni_decomp[0]);\n\n")
+    w("/* primary compositions, sorted by (a, b): stored as {a, b, composite} */\n")
+    emit_rows(w, "const lkv_uni_pair_t lkv_uni_comp", comp, "{0x%X, 0x%X, 0x%X}")
+    w("const size_t lkv_uni_comp_n = sizeof(lkv_uni_comp) / sizeof(lkv_uni_comp[0]);\n\n")
+    second = sorted(set(b for _, b, _ in comp))
+    w("/* code points that appear second in a composition (NFC quick check) */\n")
+    emit_rows(w, "const uint32_t lkv_uni_comp_second", [(x,) for x in second], "0x%X")
+    w("const size_t lkv_uni_comp_second_n =\n    sizeof(lkv_uni_comp_second) / sizeof(lkv_uni_comp_second[0]);\n\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ PKGS=(
     libopenmpi-dev openmpi-bin libucx-dev ucx-utils libmicrohttpd-dev
     python3 python3-zmq python3-msgpack python3-prometheus-client
     iproute2 clang libclang-rt-14-dev valgrind
+    python3-matplotlib
 )
 
 missing=()

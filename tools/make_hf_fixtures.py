@@ -11,6 +11,8 @@ token ids for the tokenizer test strings in expected.json.
 Usage (once, by hand; the outputs are committed, CI only reads them):
     pip install transformers torch tokenizers safetensors
     python3 tools/make_hf_fixtures.py [--out tests/data/hf]
+Also writes tests/data/gguf/qwen2-tiny.gguf (the qwen2 fixture as GGUF;
+needs `pip install gguf`).
 """
 import argparse
 import json
@@ -76,7 +78,32 @@ TEST_STRINGS = [
     "🇺🇸 flag", "mixed 中文 and English 😀!", "unknown char: ☃ ⌘ ∑",
     "zebra quartz vow", "!!!???...", "((()))", "a\u00a0b (nbsp)",
     "word\u2003em space", "    indented\n\tcode", "THE END.",
+    # not NFC: only tokenizers with an NFC normalizer (qwen2) compose these
+    "cafe\u0301 (NFD)", "\u1100\u1161\u11a8 jamo", "q\u0307\u0323 marks",
+    "A\u030a\u0323", "\u212b angstrom",
+    # more whitespace / case / contraction shapes
+    "\r\n\r\nx", "  \t  x", "WE'RE HERE", "it's 'quoted'", "a  \n  b",
 ]
+
+
+def random_strings(n, seed):
+    """seeded adversarial strings: scripts, emoji, whitespace runs,
+    contractions, combining marks, special-token and byte-piece text"""
+    import random
+    rnd = random.Random(seed)
+    alpha = (list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+             + [" "] * 10 + ["\n", "\r", "\t", "\r\n", "  ", "   ", "'", "'s",
+                             "'S", "'ll", "'RE", "'d", ".", ",", "!", "?", "-", "(",
+                             ")", "\"", "\u00e9", "\u00df", "\u00f1", "\u0416",
+                             "\u03bb", "\u4e2d", "\u6587", "\u65e5\u672c",
+                             "\ud55c", "\U0001F600", "\U0001F389",
+                             "\U0001F44D\U0001F3FD", "\u00a0", "\u2003",
+                             "\u3000", "\u00bd", "\u00b2", "\u0663", "\u216b",
+                             "\u0301", "<s>", "</s>", "<|im_start|>", "<|eot_id|>",
+                             "<|begin_of_text|>", "\u2581", "\u0120", "<0x41>",
+                             "<unk>"])
+    return ["".join(rnd.choice(alpha) for _ in range(rnd.randint(0, 25)))
+            for _ in range(n)]
 
 
 def special_strings(specials):
@@ -246,9 +273,10 @@ def make(out_root, name, cfg_cls, model_cls, tok_kind, extra, save, seed):
     tok.save(os.path.join(out, "tokenizer.json"))
     with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
         json.dump(tok_cfg, f, indent=2)
-    # reference: the on-disk values, computed in float32
-    ref = model.float().eval()
-    ref.config._attn_implementation = "eager"
+    # reference: the on-disk values reloaded in float32 (not model.float():
+    # that would keep RoPE inv_freq buffers rounded to the save dtype)
+    ref = model_cls.from_pretrained(out, dtype=torch.float32,
+                                    attn_implementation="eager").eval()
     prompts = []
     for text in PROMPTS:
         ids = tok.encode(text, add_special_tokens=True).ids
@@ -258,7 +286,8 @@ def make(out_root, name, cfg_cls, model_cls, tok_kind, extra, save, seed):
                         "logits": [[round(float(v), 6) for v in row]
                                    for row in logits]})
     cases = []
-    for text in TEST_STRINGS + special_strings(specials):
+    for text in (TEST_STRINGS + special_strings(specials) +
+                 random_strings(150, 99)):
         cases.append({"text": text,
                       "ids": tok.encode(text, add_special_tokens=False).ids})
     expected = {"name": name,
@@ -270,9 +299,88 @@ def make(out_root, name, cfg_cls, model_cls, tok_kind, extra, save, seed):
                 "prompts": prompts, "tokenizer_cases": cases}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, ensure_ascii=False, separators=(",", ":"))
+    for x in os.listdir(out):
+        os.chmod(os.path.join(out, x), 0o644)
     size = sum(os.path.getsize(os.path.join(out, x)) for x in os.listdir(out))
     print("%s: vocab %d, %d files, %.0f KB" % (name, vocab_size,
                                               len(os.listdir(out)), size / 1024))
+
+
+def make_gguf(out_root):
+    """tests/data/gguf/qwen2-tiny.gguf: the qwen2 fixture converted to GGUF
+    (token_embd BF16, matrices F16, norms and biases F32, gpt2 tokenizer
+    with the qwen2 pre-tokenizer), to test the F16/BF16 and BPE paths of
+    the GGUF reader against the safetensors directory."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+    src = os.path.join(out_root, "qwen2")
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    tj = json.load(open(os.path.join(src, "tokenizer.json")))
+    w = load_file(os.path.join(src, "model.safetensors"))
+    out_dir = os.path.join(out_root, "..", "gguf")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "qwen2-tiny.gguf")
+    gw = gguf.GGUFWriter(path, "qwen2")
+    gw.add_context_length(cfg["max_position_embeddings"])
+    gw.add_embedding_length(cfg["hidden_size"])
+    gw.add_feed_forward_length(cfg["intermediate_size"])
+    gw.add_block_count(cfg["num_hidden_layers"])
+    gw.add_head_count(cfg["num_attention_heads"])
+    gw.add_head_count_kv(cfg["num_key_value_heads"])
+    gw.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    gw.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"]
+                          if "rope_parameters" in cfg else cfg["rope_theta"])
+    vocab = tj["model"]["vocab"]
+    n = max(max(vocab.values()), max(t["id"] for t in tj["added_tokens"])) + 1
+    tokens, types = [""] * n, [1] * n
+    for piece, i in vocab.items():
+        tokens[i] = piece
+    for t in tj["added_tokens"]:
+        tokens[t["id"]] = t["content"]
+        types[t["id"]] = 3 if t["special"] else 4
+    gw.add_tokenizer_model("gpt2")
+    gw.add_tokenizer_pre("qwen2")
+    gw.add_token_list(tokens)
+    gw.add_token_types(types)
+    gw.add_token_merges([" ".join(m) if isinstance(m, list) else m
+                         for m in tj["model"]["merges"]])
+    gw.add_eos_token_id(vocab.get("<|endoftext|>", 0))
+    gw.add_add_bos_token(False)
+    gw.add_chat_template("{{ messages }}")
+
+    def bf16(a):
+        u = a.astype(np.float32).view(np.uint32)
+        return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+    e = w["model.embed_tokens.weight"]
+    gw.add_tensor("token_embd.weight", bf16(e), raw_shape=e.shape,
+                  raw_dtype=gguf.GGMLQuantizationType.BF16)
+    gw.add_tensor("output_norm.weight", w["model.norm.weight"])
+    names = {"input_layernorm.weight": "attn_norm.weight",
+             "self_attn.q_proj.weight": "attn_q.weight",
+             "self_attn.k_proj.weight": "attn_k.weight",
+             "self_attn.v_proj.weight": "attn_v.weight",
+             "self_attn.q_proj.bias": "attn_q.bias",
+             "self_attn.k_proj.bias": "attn_k.bias",
+             "self_attn.v_proj.bias": "attn_v.bias",
+             "self_attn.o_proj.weight": "attn_output.weight",
+             "post_attention_layernorm.weight": "ffn_norm.weight",
+             "mlp.gate_proj.weight": "ffn_gate.weight",
+             "mlp.up_proj.weight": "ffn_up.weight",
+             "mlp.down_proj.weight": "ffn_down.weight"}
+    for l in range(cfg["num_hidden_layers"]):
+        for hf, gg in names.items():
+            a = w["model.layers.%d.%s" % (l, hf)]
+            if a.ndim == 2:
+                a = a.astype(np.float16)
+            gw.add_tensor("blk.%d.%s" % (l, gg), a)
+    gw.write_header_to_file()
+    gw.write_kv_data_to_file()
+    gw.write_tensors_to_file()
+    gw.close()
+    os.chmod(path, 0o644)
+    print("gguf: %s, %.0f KB" % (path, os.path.getsize(path) / 1024))
 
 
 def main():
@@ -283,6 +391,7 @@ def main():
     torch.set_num_threads(1)
     for i, (name, cfg_cls, model_cls, tk, extra, save) in enumerate(FIXTURES):
         make(args.out, name, cfg_cls, model_cls, tk, dict(extra), save, 1234 + i)
+    make_gguf(args.out)
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ void *wire_arena_alloc(void **arena_p, size_t size)
     return p;
 }
 
-static void arena_free(void *arena)
+void wire_arena_free(void *arena)
 {
     arena_t *a = arena;
 
@@ -239,7 +239,7 @@ void lkv_wire_msg_release(lkv_wire_msg_t *msg)
     if (msg == NULL) {
         return;
     }
-    arena_free(msg->arena);
+    wire_arena_free(msg->arena);
     msg->arena = NULL;
     memset(&msg->u, 0, sizeof(msg->u));
     msg->type = LKV_WIRE_NONE;
@@ -535,11 +535,27 @@ static lkv_status_t get_str(dctx_t *c, const msgpack_object *map,
 
 /* Array of ints in [lo, hi] into an arena int32 array. `path` names the
  * value in messages. */
-static lkv_status_t conv_i32_array(dctx_t *c, const msgpack_object *o,
-                                   const char *path, uint32_t max_n,
-                                   int64_t lo, int64_t hi,
-                                   const int32_t **out, int32_t *n_out)
+/* "name", "name[i]" or "name[i][j]" (i, j < 0: absent), for messages. */
+static const char *fmt_path(char *buf, size_t cap, const char *name, int i,
+                            int j)
 {
+    if (i < 0) {
+        snprintf(buf, cap, "%s", name);
+    } else if (j < 0) {
+        snprintf(buf, cap, "%s[%d]", name, i);
+    } else {
+        snprintf(buf, cap, "%s[%d][%d]", name, i, j);
+    }
+    return buf;
+}
+
+static lkv_status_t conv_i32_array_at(dctx_t *c, const msgpack_object *o,
+                                      const char *name, int pi, int pj,
+                                      uint32_t max_n, int64_t lo, int64_t hi,
+                                      const int32_t **out, int32_t *n_out)
+{
+    char        pbuf[64];
+#define path fmt_path(pbuf, sizeof(pbuf), name, pi, pj)
     if (o->type != MSGPACK_OBJECT_ARRAY) {
         return fail(c, LKV_ERR_INVALID, "'%s': expected an array of int",
                     path);
@@ -571,6 +587,15 @@ static lkv_status_t conv_i32_array(dctx_t *c, const msgpack_object *o,
     *out   = v;
     *n_out = (int32_t)n;
     return LKV_OK;
+#undef path
+}
+
+static lkv_status_t conv_i32_array(dctx_t *c, const msgpack_object *o,
+                                   const char *name, uint32_t max_n,
+                                   int64_t lo, int64_t hi,
+                                   const int32_t **out, int32_t *n_out)
+{
+    return conv_i32_array_at(c, o, name, -1, -1, max_n, lo, hi, out, n_out);
 }
 
 static lkv_status_t conv_u64_array(dctx_t *c, const msgpack_object *o,
@@ -677,6 +702,12 @@ static lkv_status_t dec_submit(dctx_t *c, const msgpack_object *m)
     s->top_k = (int32_t)i;
     LKV_CHECK(get_f64(c, m, "top_p", false, 0.0, true, 1.0, 1.0, &d));
     s->top_p    = (float)d;
+    if (!(s->top_p > 0.0f)) {
+        return fail(c, LKV_ERR_INVALID,
+                    "field 'top_p' = %g rounds to 0 as float32: use a value "
+                    "in (0, 1]",
+                    d);
+    }
     s->has_seed = field(m, "seed") != NULL;
     LKV_CHECK(get_uint(c, m, "seed", false, UINT64_MAX, 0, &u));
     s->seed = u;
@@ -759,12 +790,12 @@ static lkv_status_t dec_error(dctx_t *c, const msgpack_object *m)
 static lkv_status_t dec_seq_tuple(dctx_t *c, const msgpack_object *t,
                                   uint32_t idx, lkv_plan_seq_t *s)
 {
-    char     path[48];
+    char     pbuf[48];
     int64_t  i;
     uint64_t u;
     double   d;
+#define path fmt_path(pbuf, sizeof(pbuf), "seqs", (int)idx, -1)
 
-    snprintf(path, sizeof(path), "seqs[%u]", idx);
     if (!tuple_ok(t, 8)) {
         return fail(c, LKV_ERR_INVALID,
                     "'%s': expected [seq_id, pos0, sample, tokens, "
@@ -786,13 +817,13 @@ static lkv_status_t dec_seq_tuple(dctx_t *c, const msgpack_object *t,
                     path);
     }
     s->sample = e[2].via.boolean;
-    snprintf(path, sizeof(path), "seqs[%u][3]", idx);
-    LKV_CHECK(conv_i32_array(c, &e[3], path, UINT32_MAX, INT32_MIN,
-                             INT32_MAX, &s->tokens, &s->n_tokens));
-    snprintf(path, sizeof(path), "seqs[%u]", idx);
-    if (!obj_f64(&e[4], &d) || !isfinite(d)) {
+    LKV_CHECK(conv_i32_array_at(c, &e[3], "seqs", (int)idx, 3, UINT32_MAX,
+                                INT32_MIN, INT32_MAX, &s->tokens,
+                                &s->n_tokens));
+    if (!obj_f64(&e[4], &d) || !isfinite((float)d)) {
         return fail(c, LKV_ERR_INVALID,
-                    "'%s[4]' (temperature): expected a number", path);
+                    "'%s[4]' (temperature): expected a float32-range number",
+                    path);
     }
     s->sampling.temperature = (float)d;
     if (!obj_i64(&e[5], &i) || i < INT32_MIN || i > INT32_MAX) {
@@ -800,7 +831,7 @@ static lkv_status_t dec_seq_tuple(dctx_t *c, const msgpack_object *t,
                     path);
     }
     s->sampling.top_k = (int32_t)i;
-    if (!obj_f64(&e[6], &d) || !isfinite(d)) {
+    if (!obj_f64(&e[6], &d) || !isfinite((float)d)) {
         return fail(c, LKV_ERR_INVALID, "'%s[6]' (top_p): expected a number",
                     path);
     }
@@ -811,13 +842,13 @@ static lkv_status_t dec_seq_tuple(dctx_t *c, const msgpack_object *t,
     }
     s->sampling.seed = u;
     return LKV_OK;
+#undef path
 }
 
 static lkv_status_t dec_step_plan(dctx_t *c, const msgpack_object *m)
 {
     lkv_step_plan_t      *p = &c->msg->u.step_plan;
     const msgpack_object *a;
-    char                  path[48];
     uint64_t              u;
 
     LKV_CHECK(get_uint(c, m, "step_id", true, UINT64_MAX, 0, &u));
@@ -876,8 +907,8 @@ static lkv_status_t dec_step_plan(dctx_t *c, const msgpack_object *m)
             }
             v[i].layer = (int32_t)x;
             v[i].tier  = (uint8_t)tier;
-            snprintf(path, sizeof(path), "appends[%u][3]", i);
-            LKV_CHECK(conv_i32_array(c, &e[3], path, UINT32_MAX, 0, INT32_MAX,
+            LKV_CHECK(conv_i32_array_at(c, &e[3], "appends", (int)i, 3,
+                                        UINT32_MAX, 0, INT32_MAX,
                                      &v[i].blocks, &v[i].n_blocks));
         }
         p->appends   = v;
@@ -923,11 +954,11 @@ static lkv_status_t dec_step_plan(dctx_t *c, const msgpack_object *m)
             v[i].kind     = (uint8_t)kind;
             v[i].src_tier = (uint8_t)st;
             v[i].dst_tier = (uint8_t)dt;
-            snprintf(path, sizeof(path), "moves[%u][6]", i);
-            LKV_CHECK(conv_i32_array(c, &e[6], path, UINT32_MAX, 0, INT32_MAX,
+            LKV_CHECK(conv_i32_array_at(c, &e[6], "moves", (int)i, 6,
+                                        UINT32_MAX, 0, INT32_MAX,
                                      &v[i].src, &v[i].n_blocks));
-            snprintf(path, sizeof(path), "moves[%u][7]", i);
-            LKV_CHECK(conv_i32_array(c, &e[7], path, UINT32_MAX, 0, INT32_MAX,
+            LKV_CHECK(conv_i32_array_at(c, &e[7], "moves", (int)i, 7,
+                                        UINT32_MAX, 0, INT32_MAX,
                                      &v[i].dst, &n_dst));
             if (n_dst != v[i].n_blocks) {
                 return fail(c, LKV_ERR_INVALID,
@@ -1105,9 +1136,43 @@ static lkv_status_t dec_body(dctx_t *c, const msgpack_object *m)
     return fail(c, LKV_ERR_INTERNAL, "no decoder for this type");
 }
 
+static lkv_status_t decode_scanned(const void *buf, size_t len,
+                                   lkv_wire_msg_t *msg);
+
 lkv_status_t lkv_wire_decode(const void *buf, size_t len,
                              const lkv_wire_limits_t *lim,
                              lkv_wire_msg_t *msg)
+{
+    lkv_status_t st;
+
+    memset(msg, 0, sizeof(*msg));
+    st = lkv_wire_scan(buf, len, lim, msg->err, sizeof(msg->err));
+    if (st != LKV_OK) {
+        return st;
+    }
+    if (wire_fast_decode(buf, len, msg)) {
+        return LKV_OK; /* step_plan / step_result */
+    }
+    return decode_scanned(buf, len, msg);
+}
+
+lkv_status_t wire_decode_general(const void *buf, size_t len,
+                                 const lkv_wire_limits_t *lim,
+                                 lkv_wire_msg_t *msg)
+{
+    lkv_status_t st;
+
+    memset(msg, 0, sizeof(*msg));
+    st = lkv_wire_scan(buf, len, lim, msg->err, sizeof(msg->err));
+    if (st != LKV_OK) {
+        return st;
+    }
+    return decode_scanned(buf, len, msg);
+}
+
+/* The general decoder: msgpack-c object tree, precise error messages. */
+static lkv_status_t decode_scanned(const void *buf, size_t len,
+                                   lkv_wire_msg_t *msg)
 {
     msgpack_unpacked      up;
     size_t                off = 0;
@@ -1116,10 +1181,6 @@ lkv_status_t lkv_wire_decode(const void *buf, size_t len,
     dctx_t                c = {.msg = msg, .what = "message"};
 
     memset(msg, 0, sizeof(*msg));
-    st = lkv_wire_scan(buf, len, lim, msg->err, sizeof(msg->err));
-    if (st != LKV_OK) {
-        return st;
-    }
     msgpack_unpacked_init(&up);
     msgpack_unpack_return ur =
         msgpack_unpack_next(&up, (const char *)buf, len, &off);
@@ -1151,8 +1212,9 @@ lkv_status_t lkv_wire_decode(const void *buf, size_t len,
 
             if (kj->type == MSGPACK_OBJECT_STR &&
                 kj->via.str.size == ki->via.str.size &&
-                memcmp(kj->via.str.ptr, ki->via.str.ptr, ki->via.str.size) ==
-                    0) {
+                (ki->via.str.size == 0 ||
+                 memcmp(kj->via.str.ptr, ki->via.str.ptr, ki->via.str.size) ==
+                     0)) {
                 st = fail(&c, LKV_ERR_PROTOCOL, "duplicate key '%.*s'",
                           (int)(ki->via.str.size > 32 ? 32 : ki->via.str.size),
                           ki->via.str.ptr);
@@ -1208,13 +1270,16 @@ lkv_status_t lkv_wire_decode(const void *buf, size_t len,
     }
     msg->err[0] = '\0';
     st          = dec_body(&c, m);
+    if (st == LKV_OK && msg->type >= LKV_WIRE_HELLO) {
+        memset(&msg->id, 0, sizeof(msg->id)); /* internal: no request ids */
+    }
 out:
     msgpack_unpacked_destroy(&up);
     if (st != LKV_OK) {
         lkv_wire_type_t type = msg->type;
         lkv_wire_id_t   id   = msg->id;
 
-        arena_free(msg->arena);
+        wire_arena_free(msg->arena);
         msg->arena = NULL;
         memset(&msg->u, 0, sizeof(msg->u));
         msg->type = type;

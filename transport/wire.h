@@ -20,6 +20,17 @@
  * and what to do; msg->type and msg->id hold what could be read (type NONE,
  * id kind NONE otherwise) so a server can answer with the request's id.
  *
+ * Server loop sketch (see transport/zmq_util.h for the socket side):
+ *
+ *     lkv_zmq_router_recv(router, &peer, &frame, false);
+ *     st = lkv_wire_decode(lkv_zmq_frame_data(&frame),
+ *                          lkv_zmq_frame_size(&frame), NULL, &msg);
+ *     lkv_zmq_frame_close(&frame);
+ *     if (st != LKV_OK) {          // msg.id is nil when it could not be read
+ *         lkv_wire_encode_error(&msg.id, st, msg.err, -1, &buf);
+ *         lkv_zmq_router_send(router, &peer, buf.data, buf.len, true);
+ *     } else { ... handle msg ...; lkv_wire_msg_release(&msg); }
+ *
  * Threading: all functions are reentrant; a message or buffer is used by one
  * thread at a time.
  */

@@ -108,15 +108,24 @@ lkv_status_t lkv_wire_scan(const void *buf, size_t len,
             SCAN_FAIL("frame truncated at byte %zu: an object is missing",
                       pos);
         }
-        uint8_t  b        = p[pos];
+        uint8_t b = p[pos];
+
+        if (b <= 0x7f || b >= 0xe0) { /* fast path: one-byte fixint */
+            if (++objects > lim.max_objects) {
+                SCAN_FAIL("more than %u msgpack objects in one frame",
+                          lim.max_objects);
+            }
+            pos++;
+            continue;
+        }
         size_t   hdr      = 1; /* bytes of the header */
         uint64_t payload  = 0; /* bytes after the header (str/bin/ext/num) */
         uint64_t children = 0; /* objects inside (array n, map 2n) */
         int      kind     = 0; /* 0 scalar, 1 str/bin/ext, 2 array, 3 map */
         uint64_t count    = 0; /* declared array/map count */
 
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            /* fixint, nil, bool */
+        if (b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            /* nil, bool */
         } else if (b >= 0x80 && b <= 0x8f) {
             kind  = 3;
             count = b & 0x0f;

@@ -50,10 +50,13 @@ static void usage(FILE *out)
         "(default 512)\n"
         "kv cache:\n"
         "  --block-size N        tokens per layer-block (default 16)\n"
+        "  --kv-dtype f32|f16|bf16\n"
+        "                        KV cache element type (default f32)\n"
         "  --device-kv-blocks N  device pool capacity in layer-blocks "
-        "(default 4096)\n"
+        "(default:\n"
+        "                        room for every prompt's whole KV)\n"
         "  --host-kv-blocks N    host pool capacity in layer-blocks "
-        "(default 4096)\n"
+        "(default: same)\n"
         "  --offload-layers none|interleave|all-but-one|random:SEED\n"
         "                        layers of each sequence that leave the device\n"
         "                        right after prefill (default none)\n"
@@ -168,6 +171,23 @@ static int parse_double(const char *opt, const char *s, double lo, double hi,
     return 0;
 }
 
+static int parse_u64(const char *opt, const char *s, uint64_t *out)
+{
+    char              *end;
+    unsigned long long v;
+
+    errno = 0;
+    v     = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
+        fprintf(stderr,
+                "layerkv run: %s expects a non-negative integer, got '%s'\n",
+                opt, s);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
 static int read_prompts_file(const char *path, char **prompts, int *n_p,
                              char **buf_p)
 {
@@ -237,6 +257,7 @@ enum {
     OPT_LINK_GBPS,
     OPT_BACKEND,
     OPT_BATCH_TOKENS,
+    OPT_KV_DTYPE,
 };
 
 int lkv_cmd_run(int argc, char **argv)
@@ -260,6 +281,7 @@ int lkv_cmd_run(int argc, char **argv)
         {"link-gbps", required_argument, NULL, OPT_LINK_GBPS},
         {"backend", required_argument, NULL, OPT_BACKEND},
         {"batch-tokens", required_argument, NULL, OPT_BATCH_TOKENS},
+        {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -270,11 +292,12 @@ int lkv_cmd_run(int argc, char **argv)
     char               *file_buf   = NULL;
     int                 n_prompts  = 0;
     int                 max_tokens = 256, top_k = 0, threads = 0;
-    int                 block_size = 16, dev_blocks = 4096, host_blocks = 4096;
+    int                 block_size = 16, dev_blocks = -1, host_blocks = -1;
     int                 batch_tokens = 512;
     double              temperature  = 1.0, top_p = 0.9, link_gbps = 0;
-    double              seed_d       = 1234;
+    uint64_t            seed         = 1234;
     lkv_decode_mode_t   mode         = LKV_DECODE_RELOAD;
+    lkv_dtype_t         kv_dtype     = LKV_DTYPE_F32;
     lkv_offload_policy_t policy      = LKV_OFFLOAD_NONE;
     uint64_t            offload_seed = 0;
     int                 rc           = 1;
@@ -341,7 +364,7 @@ int lkv_cmd_run(int argc, char **argv)
             bad = parse_double("--top-p", optarg, 0, 1, &top_p);
             break;
         case OPT_SEED:
-            bad = parse_double("--seed", optarg, 0, 1.8e19, &seed_d);
+            bad = parse_u64("--seed", optarg, &seed);
             break;
         case OPT_THREADS:
             bad = parse_int("--threads", optarg, 0, 1024, &threads);
@@ -390,6 +413,20 @@ int lkv_cmd_run(int argc, char **argv)
             break;
         case OPT_BACKEND:
             backend = optarg;
+            break;
+        case OPT_KV_DTYPE:
+            if (strcmp(optarg, "f32") == 0) {
+                kv_dtype = LKV_DTYPE_F32;
+            } else if (strcmp(optarg, "f16") == 0) {
+                kv_dtype = LKV_DTYPE_F16;
+            } else if (strcmp(optarg, "bf16") == 0) {
+                kv_dtype = LKV_DTYPE_BF16;
+            } else {
+                fprintf(stderr, "layerkv run: --kv-dtype expects f32, f16 or "
+                                "bf16, got '%s'\n",
+                        optarg);
+                bad = 1;
+            }
             break;
         default:
             fprintf(stderr, "layerkv run: unknown or incomplete option '%s' "
@@ -454,24 +491,8 @@ int lkv_cmd_run(int argc, char **argv)
         goto out;
     }
 
-    lkv_engine_config_t ec = lkv_engine_config_default();
-    ec.block_size          = block_size;
-    ec.n_device_blocks     = dev_blocks;
-    ec.n_host_blocks       = host_blocks;
-    ec.max_seqs            = n_prompts < 256 ? n_prompts : 256;
-    ec.max_batch_tokens    = batch_tokens;
-    ec.offload             = policy;
-    ec.offload_seed        = offload_seed;
-    ec.decode_mode         = mode;
-    st                     = lkv_engine_create(model, &ec, &eng);
-    if (st != LKV_OK) {
-        fprintf(stderr, "layerkv run: cannot create the engine: %s\n",
-                lkv_status_str(st));
-        goto out;
-    }
-
-    /* tokenize */
-    int max_ctx = lkv_engine_max_ctx(eng);
+    /* tokenize (the engine serves the model's context) */
+    int max_ctx = model->cfg.max_seq_len > 0 ? model->cfg.max_seq_len : 2048;
     reqs        = calloc((size_t)n_prompts, sizeof(*reqs));
     ids         = NULL;
     size_t total = 0;
@@ -518,10 +539,44 @@ int lkv_cmd_run(int argc, char **argv)
         reqs[i].sampling.temperature = (float)temperature;
         reqs[i].sampling.top_k       = top_k;
         reqs[i].sampling.top_p       = (float)top_p;
-        reqs[i].sampling.seed        = (uint64_t)seed_d + (uint64_t)i;
+        reqs[i].sampling.seed        = seed + (uint64_t)i;
         total += (size_t)n;
     }
     free(lens);
+
+    lkv_engine_config_t ec = lkv_engine_config_default();
+    ec.block_size          = block_size;
+    if (dev_blocks < 0 || host_blocks < 0) {
+        /* default: room for every sequence's whole KV in each tier */
+        int64_t need = 0;
+        for (int i = 0; i < n_prompts; i++) {
+            int64_t len = (int64_t)reqs[i].n_prompt + max_tokens;
+            len         = len < max_ctx ? len : max_ctx;
+            need += (len + block_size - 1) / block_size;
+        }
+        need *= model->cfg.n_layers;
+        need = need < (1 << 30) ? need : (1 << 30);
+        if (dev_blocks < 0) {
+            dev_blocks = (int)need;
+        }
+        if (host_blocks < 0) {
+            host_blocks = (int)need;
+        }
+    }
+    ec.n_device_blocks     = dev_blocks;
+    ec.n_host_blocks       = host_blocks;
+    ec.max_seqs            = n_prompts < 256 ? n_prompts : 256;
+    ec.max_batch_tokens    = batch_tokens;
+    ec.offload             = policy;
+    ec.offload_seed        = offload_seed;
+    ec.decode_mode         = mode;
+    ec.kv_dtype            = kv_dtype;
+    st                     = lkv_engine_create(model, &ec, &eng);
+    if (st != LKV_OK) {
+        fprintf(stderr, "layerkv run: cannot create the engine: %s\n",
+                lkv_status_str(st));
+        goto out;
+    }
 
     rctx.n_reqs  = n_prompts;
     rctx.stream  = n_prompts == 1;
@@ -547,11 +602,12 @@ int lkv_cmd_run(int argc, char **argv)
             "layerkv run: %s model %s: %d layers, dim %d, %d heads (%d kv), "
             "vocab %d, context %d; backend %s; %d prompt(s)\n"
             "layerkv run: kv: block %d tokens, %d device + %d host "
-            "layer-blocks of %zu bytes; offload %s, decode %s\n",
+            "%s layer-blocks of %zu bytes; offload %s, decode %s\n",
             lkv_model_file_format(mf), model_path, mc->n_layers, mc->dim,
             mc->n_heads, mc->n_kv_heads, mc->vocab_size, max_ctx, backend,
             n_prompts, block_size, dev_blocks, host_blocks,
-            lkv_model_block_bytes(model, block_size, LKV_DTYPE_F32),
+            lkv_dtype_name(kv_dtype),
+            lkv_model_block_bytes(model, block_size, kv_dtype),
             offload_s, mode == LKV_DECODE_STREAM ? "stream" : "reload");
 
     st = lkv_engine_generate(eng, reqs, n_prompts, on_token, &rctx);
@@ -584,6 +640,18 @@ int lkv_cmd_run(int argc, char **argv)
                 (long long)es.n_offloads, (long long)es.n_reloads,
                 (long long)es.n_stages, (double)es.bytes_d2h / 1e6,
                 (double)es.bytes_h2d / 1e6, link_note);
+    }
+    if (es.offload_steps > 0) {
+        double oc = (double)es.offload_compute_ns * 1e-9;
+        double ok = (double)es.offload_copy_ns * 1e-9;
+        double os = (double)es.offload_step_ns * 1e-9;
+        double mx = oc > ok ? oc : ok;
+        fprintf(stderr,
+                "layerkv run: %lld steps with offloads: compute %.4f s, "
+                "device->host link busy <= %.4f s, step %.4f s = %.2f x "
+                "max(compute, copy)%s\n",
+                (long long)es.offload_steps, oc, ok, os,
+                mx > 0 ? os / mx : 0.0, link_note);
     }
     rc = rctx.n_failed > 0 ? 1 : 0;
 

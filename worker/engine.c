@@ -27,6 +27,9 @@ typedef struct {
     bool                        reloading;
 } req_t;
 
+/* Move ids carry their record's index in the low 24 bits. */
+#define MREC_BITS 24
+
 typedef struct {
     bool     used;
     uint64_t move_id;
@@ -58,6 +61,8 @@ struct lkv_engine {
     uint64_t          *pfinished;
     int                n_finished_cap;
     mrec_t            *mrecs;
+    int               *mfree; /* free record indices */
+    int                n_mfree;
 };
 
 lkv_engine_config_t lkv_engine_config_default(void)
@@ -196,10 +201,21 @@ lkv_status_t lkv_engine_create(const lkv_model_t *m,
     e->pblocks         = calloc((size_t)e->n_pblocks_cap, sizeof(int32_t));
     e->pmoves          = calloc((size_t)e->n_moves_cap, sizeof(*e->pmoves));
     e->mrecs           = calloc((size_t)e->n_moves_cap, sizeof(*e->mrecs));
+    e->mfree           = calloc((size_t)e->n_moves_cap, sizeof(*e->mfree));
     if (!e->pseqs || !e->preq || !e->pappends || !e->pblocks || !e->pmoves ||
-        !e->mrecs) {
+        !e->mrecs || !e->mfree) {
         st = LKV_ERR_NOMEM;
         goto fail;
+    }
+    if (e->n_moves_cap >= (1 << MREC_BITS)) {
+        LKV_LOG_ERROR("engine: %d sequences x %d layers is too many moves in "
+                      "flight; lower the sequence count",
+                      cfg->max_seqs, nl);
+        st = LKV_ERR_INVALID;
+        goto fail;
+    }
+    for (int i = e->n_moves_cap - 1; i >= 0; i--) {
+        e->mfree[e->n_mfree++] = i;
     }
     *e_p = e;
     return LKV_OK;
@@ -225,6 +241,7 @@ void lkv_engine_destroy(lkv_engine_t **e_p)
     free(e->pblocks);
     free(e->pmoves);
     free(e->mrecs);
+    free(e->mfree);
     free(e->pfinished);
     free(e);
     *e_p = NULL;
@@ -254,26 +271,35 @@ typedef struct {
     int           n_seqs, n_appends, n_blocks, n_moves, n_finished;
     int           n_tokens;
     int           n_prefill_tokens;
+    int           n_live; /* sequences holding kv blocks */
     int32_t       dev_free, host_free;
 } plan_t;
 
 static mrec_t *mrec_alloc(lkv_engine_t *e)
 {
-    for (int i = 0; i < e->n_moves_cap; i++) {
-        if (!e->mrecs[i].used) {
-            e->mrecs[i].used = true;
-            return &e->mrecs[i];
-        }
+    if (e->n_mfree == 0) {
+        return NULL;
     }
-    return NULL;
+    mrec_t *r = &e->mrecs[e->mfree[--e->n_mfree]];
+    r->used   = true;
+    r->move_id = (e->next_move_id++ << MREC_BITS) |
+                 (uint64_t)(r - e->mrecs);
+    return r;
+}
+
+static void mrec_free(lkv_engine_t *e, mrec_t *r)
+{
+    r->used                 = false;
+    e->mfree[e->n_mfree++] = (int)(r - e->mrecs);
 }
 
 static mrec_t *mrec_find(lkv_engine_t *e, uint64_t id)
 {
-    for (int i = 0; i < e->n_moves_cap; i++) {
-        if (e->mrecs[i].used && e->mrecs[i].move_id == id) {
-            return &e->mrecs[i];
-        }
+    uint64_t i = id & ((1u << MREC_BITS) - 1);
+
+    if (i < (uint64_t)e->n_moves_cap && e->mrecs[i].used &&
+        e->mrecs[i].move_id == id) {
+        return &e->mrecs[i];
     }
     return NULL;
 }
@@ -323,11 +349,11 @@ static lkv_status_t plan_move(plan_t *p, int ri, int layer,
                                &c);
     }
     if (st != LKV_OK) {
-        rec->used = false;
+        mrec_free(e, rec);
         return st;
     }
     lkv_plan_move_t *mv = &e->pmoves[p->n_moves++];
-    mv->move_id         = e->next_move_id++;
+    mv->move_id         = rec->move_id;
     mv->seq_id          = r->seq_id;
     mv->layer           = layer;
     mv->kind            = (uint8_t)kind;
@@ -336,7 +362,6 @@ static lkv_status_t plan_move(plan_t *p, int ri, int layer,
     mv->n_blocks        = c.n_blocks;
     mv->src             = c.src;
     mv->dst             = c.dst;
-    rec->move_id        = mv->move_id;
     rec->req            = ri;
     rec->layer          = layer;
     rec->kind           = (uint8_t)kind;
@@ -464,7 +489,10 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
     for (int l = 0; l < nl; l++) {
         need += lkv_kv_blocks_needed(e->alloc, r->seq_id, l, chunk);
     }
-    if (need > p->dev_free) {
+    /* a sequence's first chunk leaves one block per layer of headroom so
+     * running sequences can grow (when there are any) */
+    if (need + (r->n_prefilled == 0 && p->n_live > 0 ? nl : 0) >
+        p->dev_free) {
         return LKV_AGAIN;
     }
     last = r->n_prefilled + chunk == r->r->n_prompt;
@@ -497,6 +525,50 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
              last);
     p->n_prefill_tokens += chunk;
     return LKV_OK;
+}
+
+/* Nothing can progress: move every device layer of the latest decoding
+ * sequence to the host (it comes back by reload or stream like any offloaded
+ * layer). Returns false when no sequence can be preempted. */
+static bool plan_preempt(plan_t *p)
+{
+    lkv_engine_t *e  = p->e;
+    int           nl = e->m->cfg.n_layers;
+
+    for (int ri = p->n_reqs - 1; ri >= 0; ri--) {
+        req_t  *r    = &p->reqs[ri];
+        int32_t need = 0;
+        int     n    = 0;
+
+        if (r->done || !r->registered || r->n_moving > 0 ||
+            r->n_prefilled < r->r->n_prompt) {
+            continue;
+        }
+        for (int l = 0; l < nl; l++) {
+            if (!r->host[l]) {
+                need += layer_blocks(e, r->seq_id, l);
+                n += layer_blocks(e, r->seq_id, l) > 0;
+            }
+        }
+        if (n == 0 || need > p->host_free) {
+            continue;
+        }
+        for (int l = 0; l < nl; l++) {
+            if (!r->host[l] && layer_blocks(e, r->seq_id, l) > 0) {
+                if (plan_move(p, ri, l, LKV_PLAN_MOVE_OFFLOAD) != LKV_OK) {
+                    return p->n_moves > 0;
+                }
+                r->host[l] = true;
+                r->n_host++;
+            }
+        }
+        p->host_free -= need;
+        LKV_LOG_DEBUG("kv pools full: seq %" PRIu64 " moves %d layers to the "
+                      "host",
+                      r->seq_id, n);
+        return true;
+    }
+    return false;
 }
 
 static bool is_stop(const lkv_model_config_t *c, int32_t tok)
@@ -541,7 +613,7 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
             continue;
         }
         req_t *r = &p->reqs[rec->req];
-        rec->used = false;
+        mrec_free(e, rec);
         r->n_moving--;
         if (rec->kind == LKV_PLAN_MOVE_STAGE) {
             lkv_kv_stage_end(e->alloc, r->seq_id, rec->layer);
@@ -662,6 +734,11 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
         p.dev_free  = lkv_kv_free_blocks(e->alloc, LKV_KV_TIER_DEVICE);
         p.host_free = lkv_kv_free_blocks(e->alloc, LKV_KV_TIER_HOST);
 
+        p.n_live = 0;
+        for (int i = 0; i < n_reqs; i++) {
+            p.n_live += rs[i].registered && !rs[i].done &&
+                        rs[i].n_prefilled > 0;
+        }
         for (int i = 0; i < n_reqs; i++) {
             req_t *r = &rs[i];
             if (r->done || r->n_prefilled < r->r->n_prompt ||
@@ -702,6 +779,9 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
             if (n_done == n_reqs && in_flight == 0) {
                 break;
             }
+            if (in_flight == 0 && plan_preempt(&p)) {
+                goto run_step;
+            }
             if (in_flight == 0) {
                 LKV_LOG_ERROR("the kv pools are too small for any sequence "
                               "to make progress (%d device blocks, %d host "
@@ -718,6 +798,7 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
             }
         }
 
+    run_step:;
         lkv_step_plan_t   plan;
         lkv_step_result_t res;
         plan.step_id    = e->next_step_id++;
@@ -731,7 +812,21 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
         plan.finished   = e->pfinished;
         p.n_finished    = 0;
 
+        lkv_step_exec_stats_t before;
+        int                   n_off = 0;
+        for (int i = 0; i < p.n_moves; i++) {
+            n_off += e->pmoves[i].kind == LKV_PLAN_MOVE_OFFLOAD;
+        }
+        lkv_step_exec_stats(e->x, &before);
         st = lkv_step_exec_run(e->x, &plan, &res);
+        if (n_off > 0) {
+            lkv_step_exec_stats_t after;
+            lkv_step_exec_stats(e->x, &after);
+            e->stats.offload_steps++;
+            e->stats.offload_compute_ns += res.compute_ns;
+            e->stats.offload_copy_ns += after.d2h_busy_ns - before.d2h_busy_ns;
+            e->stats.offload_step_ns += res.step_ns;
+        }
         if (st != LKV_OK && res.n_seqs == 0) {
             goto out; /* the plan itself was rejected */
         }
@@ -749,6 +844,14 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
             e->stats.decode_steps++;
         }
         apply_result(&p, &res, fn, ctx);
+#ifndef NDEBUG
+        st = lkv_kv_alloc_check(e->alloc);
+        if (st != LKV_OK) {
+            LKV_LOG_ERROR("kv allocator invariant broken after step %" PRIu64,
+                          plan.step_id);
+            goto out;
+        }
+#endif
     }
 
 out:
@@ -769,6 +872,17 @@ out:
         p.n_finished    = 0;
         lkv_step_exec_run(e->x, &plan, &res);
         apply_result(&p, &res, fn, ctx);
+    }
+    if (st == LKV_OK && (lkv_kv_used_blocks(e->alloc, LKV_KV_TIER_DEVICE) !=
+                             0 ||
+                         lkv_kv_used_blocks(e->alloc, LKV_KV_TIER_HOST) != 0 ||
+                         lkv_step_exec_moves_in_flight(e->x) != 0)) {
+        LKV_LOG_ERROR("kv blocks leaked: %d device, %d host still used, %d "
+                      "moves in flight after every request ended",
+                      lkv_kv_used_blocks(e->alloc, LKV_KV_TIER_DEVICE),
+                      lkv_kv_used_blocks(e->alloc, LKV_KV_TIER_HOST),
+                      lkv_step_exec_moves_in_flight(e->x));
+        st = LKV_ERR_INTERNAL;
     }
     {
         lkv_step_exec_stats_t xs;

@@ -87,6 +87,11 @@ typedef struct {
     int64_t bytes_d2h, bytes_h2d;
     int64_t n_offloads, n_reloads, n_stages;
     int64_t compute_ns;
+    /* steps that offloaded layers: their forward time, the device->host
+     * link's busy time during them, and their wall time (overlap shows as
+     * offload_step_ns close to max(compute, copy), not their sum) */
+    int64_t offload_steps;
+    int64_t offload_compute_ns, offload_copy_ns, offload_step_ns;
 } lkv_engine_stats_t;
 
 typedef struct lkv_engine lkv_engine_t;

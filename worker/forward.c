@@ -31,6 +31,11 @@ struct lkv_fwd {
     /* per-pass metadata: host arrays and their backend copies */
     int32_t *h_ids, *h_pos, *h_slots, *h_qstart, *h_ctx, *h_bt, *h_rows;
     int32_t *d_ids, *d_pos, *d_slots, *d_qstart, *d_ctx, *d_bt, *d_rows;
+    /* device backends queue kernels asynchronously: every layer gets its own
+     * table/slot region so an upload never overwrites what a queued kernel
+     * of an earlier layer still reads (host backends: one region) */
+    size_t   bt_layer_stride, slots_layer_stride;
+    int32_t *cur_bt, *cur_slots; /* this layer's regions */
 
     void **owned; /* backend allocations */
     int    n_owned;
@@ -144,11 +149,15 @@ lkv_status_t lkv_fwd_create(const lkv_model_t *m, const lkv_fwd_config_t *cfg,
     } else {
         LKV_CHECK_GOTO(balloc(f, T * is, (void **)&f->d_ids), st, fail);
         LKV_CHECK_GOTO(balloc(f, T * is, (void **)&f->d_pos), st, fail);
-        LKV_CHECK_GOTO(balloc(f, T * is, (void **)&f->d_slots), st, fail);
+        size_t nl             = (size_t)c->n_layers;
+        f->bt_layer_stride    = bt;
+        f->slots_layer_stride = T;
+        LKV_CHECK_GOTO(balloc(f, nl * T * is, (void **)&f->d_slots), st,
+                       fail);
         LKV_CHECK_GOTO(balloc(f, (S + 1) * is, (void **)&f->d_qstart), st,
                        fail);
         LKV_CHECK_GOTO(balloc(f, S * is, (void **)&f->d_ctx), st, fail);
-        LKV_CHECK_GOTO(balloc(f, bt * is, (void **)&f->d_bt), st, fail);
+        LKV_CHECK_GOTO(balloc(f, nl * bt * is, (void **)&f->d_bt), st, fail);
         LKV_CHECK_GOTO(balloc(f, R * is, (void **)&f->d_rows), st, fail);
     }
     *f_p = f;
@@ -301,8 +310,11 @@ static lkv_status_t layer_tables(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
             slots[i] = blocks[p / bs] * bs + p % bs;
         }
     }
-    LKV_CHECK(upload(f, f->d_bt, f->h_bt, (size_t)b->n_seqs * (size_t)stride));
-    LKV_CHECK(upload(f, f->d_slots, f->h_slots, (size_t)n_tok));
+    f->cur_bt    = f->d_bt + (size_t)l * f->bt_layer_stride;
+    f->cur_slots = f->d_slots + (size_t)l * f->slots_layer_stride;
+    LKV_CHECK(upload(f, f->cur_bt, f->h_bt,
+                     (size_t)b->n_seqs * (size_t)stride));
+    LKV_CHECK(upload(f, f->cur_slots, f->h_slots, (size_t)n_tok));
     return LKV_OK;
 }
 
@@ -355,7 +367,8 @@ lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
             K(b->before_layer(b->ctx, l));
         }
         K(layer_tables(f, b, l, n));
-        K(LKV_KERN_CALL(be, kv_write, b->kv_pool, f->cfg.kv_dtype, f->d_slots,
+        a.block_table = f->cur_bt;
+        K(LKV_KERN_CALL(be, kv_write, b->kv_pool, f->cfg.kv_dtype, f->cur_slots,
                         f->k, f->v, n, c->n_kv_heads, c->head_dim,
                         f->cfg.block_size));
         if (b->kv_done != NULL) {

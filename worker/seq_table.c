@@ -15,6 +15,7 @@ struct lkv_seq_table {
     int              max_blocks;
     int              n_live;
     lkv_seq_entry_t *entries; /* (max_seqs) */
+    lkv_seq_entry_t *last;    /* last found: plans group deltas by seq */
     lkv_seq_layer_t *layers;  /* (max_seqs * n_layers) */
     int32_t         *blocks;  /* (max_seqs * n_layers * max_blocks) */
 };
@@ -81,9 +82,13 @@ int lkv_seq_table_n_live(const lkv_seq_table_t *t)
 
 lkv_seq_entry_t *lkv_seq_table_find(lkv_seq_table_t *t, uint64_t seq_id)
 {
+    if (t->last != NULL && t->last->live && t->last->seq_id == seq_id) {
+        return t->last;
+    }
     for (int s = 0; s < t->max_seqs; s++) {
         if (t->entries[s].live && t->entries[s].seq_id == seq_id) {
-            return &t->entries[s];
+            t->last = &t->entries[s];
+            return t->last;
         }
     }
     return NULL;

@@ -1,6 +1,7 @@
 /* step_exec.c - execute step plans against the physical KV pools; see
- * step_exec.h. Runs on the step thread; copies go to the backend's D2H/H2D
- * queues and are tracked by one event per move slot. No allocation per
+ * step_exec.h. Runs on the step thread. Memory comes from kvstore/kv_pool,
+ * copies go through kvstore/kv_mover (the backend's D2H/H2D queues); each
+ * move slot tracks its transfers by tag = slot index. No allocation per
  * step: move slots, result arrays and batch arrays are preallocated. */
 #define LKV_LOG_MODULE "step_exec"
 
@@ -13,6 +14,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "kvstore/kv_alloc.h"
+#include "kvstore/kv_mover.h"
+#include "kvstore/kv_pool.h"
 #include "worker/seq_table.h"
 
 typedef struct {
@@ -20,6 +23,8 @@ typedef struct {
     bool              started;  /* copies queued */
     bool              applied;  /* reload: table already switched */
     bool              orphan;   /* its sequence finished */
+    bool              failed;   /* a transfer failed */
+    int               n_pending; /* transfers not yet reported by poll */
     uint64_t          move_id;
     uint64_t          seq_id;
     int               layer;
@@ -27,7 +32,8 @@ typedef struct {
     uint8_t           src_tier, dst_tier;
     int               n_blocks;
     int32_t          *src, *dst; /* (max_blocks_per_layer) */
-    lkv_kern_event_t *ev;
+    lkv_kv_xfer_t    *xin;  /* the move's copy (valid while n_pending) */
+    lkv_kv_xfer_t    *xwb;  /* stage write-back, or NULL */
 } move_slot_t;
 
 struct lkv_step_exec {
@@ -35,8 +41,10 @@ struct lkv_step_exec {
     lkv_kern_backend_t    *be;
     lkv_step_exec_config_t cfg;
     size_t                 block_bytes;
-    uint8_t               *dev_pool;  /* backend memory */
-    uint8_t               *host_pool; /* host_alloc memory */
+    lkv_kv_pool_t         *pool;
+    lkv_kv_mover_t        *mover;
+    void                  *dev_pool; /* device base: the kv_pool of kernels */
+    lkv_kv_mover_done_t   *polled;   /* (2 * n_slots) */
     lkv_seq_table_t       *tab;
     lkv_fwd_t             *fwd;
 
@@ -108,29 +116,14 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
     x->cfg         = *cfg;
     x->block_bytes = lkv_model_block_bytes(m, cfg->block_size, cfg->kv_dtype);
 
-    st = LKV_KERN_CALL(x->be, mem_alloc,
-                       x->block_bytes * (size_t)cfg->n_device_blocks,
-                       (void **)&x->dev_pool);
-    if (st != LKV_OK) {
-        LKV_LOG_ERROR("cannot allocate the device kv pool (%d blocks of %zu "
-                      "bytes): %s; lower --device-kv-blocks",
-                      cfg->n_device_blocks, x->block_bytes,
-                      lkv_status_str(st));
-        x->dev_pool = NULL;
-        goto fail;
-    }
-    if (cfg->n_host_blocks > 0) {
-        st = LKV_KERN_CALL(x->be, host_alloc,
-                           x->block_bytes * (size_t)cfg->n_host_blocks,
-                           (void **)&x->host_pool);
-        if (st != LKV_OK) {
-            LKV_LOG_ERROR("cannot allocate the host kv pool (%d blocks of "
-                          "%zu bytes): %s; lower --host-kv-blocks",
-                          cfg->n_host_blocks, x->block_bytes,
-                          lkv_status_str(st));
-            x->host_pool = NULL;
-            goto fail;
-        }
+    {
+        lkv_kv_pool_config_t pc;
+        pc.block_bytes     = x->block_bytes;
+        pc.n_device_blocks = cfg->n_device_blocks;
+        pc.n_host_blocks   = cfg->n_host_blocks;
+        LKV_CHECK_GOTO(lkv_kv_pool_create(x->be, &pc, NULL, &x->pool), st,
+                       fail);
+        x->dev_pool = lkv_kv_pool_base(x->pool, LKV_KV_TIER_DEVICE);
     }
     LKV_CHECK_GOTO(lkv_seq_table_create(nl, cfg->max_seqs,
                                         cfg->max_blocks_per_layer, &x->tab),
@@ -164,7 +157,8 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
     x->rseqs       = calloc((size_t)cfg->max_seqs, sizeof(*x->rseqs));
     x->rdone       = calloc((size_t)x->n_slots, sizeof(*x->rdone));
     x->rfailed     = calloc((size_t)x->n_slots, sizeof(*x->rfailed));
-    if (!x->slots || !x->slot_blocks || !x->ev_layer || !x->bseqs ||
+    x->polled      = calloc((size_t)x->n_slots * 2, sizeof(*x->polled));
+    if (!x->polled || !x->slots || !x->slot_blocks || !x->ev_layer || !x->bseqs ||
         !x->bent || !x->bplan || !x->pstatus || !x->sparams || !x->srng ||
         !x->stokens || !x->sbatch || !x->rseqs || !x->rdone || !x->rfailed) {
         st = LKV_ERR_NOMEM;
@@ -174,8 +168,13 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
         size_t off       = (size_t)i * 2 * (size_t)cfg->max_blocks_per_layer;
         x->slots[i].src  = x->slot_blocks + off;
         x->slots[i].dst  = x->slot_blocks + off + cfg->max_blocks_per_layer;
-        LKV_CHECK_GOTO(LKV_KERN_CALL(x->be, event_create, &x->slots[i].ev),
-                       st, fail);
+    }
+    {
+        lkv_kv_mover_config_t mc = lkv_kv_mover_config_default();
+        mc.max_inflight          = x->n_slots * 2;
+        mc.max_blocks            = cfg->max_blocks_per_layer;
+        LKV_CHECK_GOTO(lkv_kv_mover_create(x->pool, &mc, &x->mover), st,
+                       fail);
     }
     for (int l = 0; l < nl; l++) {
         LKV_CHECK_GOTO(LKV_KERN_CALL(x->be, event_create, &x->ev_layer[l]),
@@ -197,17 +196,7 @@ void lkv_step_exec_destroy(lkv_step_exec_t **x_p)
         return;
     }
     x = *x_p;
-    if (x->be->ops->sync != NULL) {
-        x->be->ops->sync(x->be, LKV_KERN_QUEUE_D2H);
-        x->be->ops->sync(x->be, LKV_KERN_QUEUE_H2D);
-    }
-    if (x->slots != NULL) {
-        for (int i = 0; i < x->n_slots; i++) {
-            if (x->slots[i].ev != NULL) {
-                x->be->ops->event_destroy(x->be, x->slots[i].ev);
-            }
-        }
-    }
+    lkv_kv_mover_destroy(&x->mover); /* waits for copies in flight */
     if (x->ev_layer != NULL) {
         for (int l = 0; l < x->m->cfg.n_layers; l++) {
             if (x->ev_layer[l] != NULL) {
@@ -217,12 +206,8 @@ void lkv_step_exec_destroy(lkv_step_exec_t **x_p)
     }
     lkv_fwd_destroy(&x->fwd);
     lkv_seq_table_destroy(&x->tab);
-    if (x->dev_pool != NULL) {
-        x->be->ops->mem_free(x->be, x->dev_pool);
-    }
-    if (x->host_pool != NULL) {
-        x->be->ops->host_free(x->be, x->host_pool);
-    }
+    lkv_kv_pool_destroy(&x->pool);
+    free(x->polled);
     free(x->slots);
     free(x->slot_blocks);
     free(x->ev_layer);
@@ -249,7 +234,14 @@ lkv_fwd_t *lkv_step_exec_forward(lkv_step_exec_t *x)
 void lkv_step_exec_stats(const lkv_step_exec_t *x,
                          lkv_step_exec_stats_t *stats_p)
 {
+    lkv_kv_mover_stats_t ms;
+
     *stats_p = x->stats;
+    lkv_kv_mover_stats(x->mover, &ms);
+    stats_p->d2h_busy_ns =
+        (int64_t)ms.busy_ns[LKV_KV_TIER_DEVICE][LKV_KV_TIER_HOST];
+    stats_p->h2d_busy_ns =
+        (int64_t)ms.busy_ns[LKV_KV_TIER_HOST][LKV_KV_TIER_DEVICE];
 }
 
 int lkv_step_exec_moves_in_flight(const lkv_step_exec_t *x)
@@ -265,8 +257,14 @@ int lkv_step_exec_moves_in_flight(const lkv_step_exec_t *x)
 lkv_status_t lkv_step_exec_sync(lkv_step_exec_t *x)
 {
     for (int i = 0; i < x->n_slots; i++) {
-        if (x->slots[i].used && x->slots[i].started) {
-            LKV_CHECK(LKV_KERN_CALL(x->be, event_sync, x->slots[i].ev));
+        move_slot_t *s = &x->slots[i];
+        /* handles stay valid until the poll in finish_step reports them,
+         * and a slot with reported handles is complete (not used) */
+        if (s->used && s->started && s->n_pending > 0) {
+            lkv_kv_mover_wait(x->mover, s->xin);
+            if (s->xwb != NULL) {
+                lkv_kv_mover_wait(x->mover, s->xwb);
+            }
         }
     }
     return LKV_OK;
@@ -276,68 +274,55 @@ lkv_status_t lkv_step_exec_sync(lkv_step_exec_t *x)
 
 static int32_t tier_blocks(const lkv_step_exec_t *x, int tier)
 {
-    return tier == LKV_KV_TIER_DEVICE ? x->cfg.n_device_blocks
-           : tier == LKV_KV_TIER_HOST ? x->cfg.n_host_blocks
-                                      : 0;
+    return tier == LKV_KV_TIER_DEVICE || tier == LKV_KV_TIER_HOST
+               ? lkv_kv_pool_n_blocks(x->pool, (lkv_kv_tier_t)tier)
+               : 0;
 }
 
-static uint8_t *block_ptr(lkv_step_exec_t *x, int tier, int32_t b)
+/* Submit a transfer of n blocks from (src_tier, src) to (dst_tier, dst) for
+ * slot s, after event `after` (or at once). */
+static lkv_status_t submit(lkv_step_exec_t *x, move_slot_t *s, int src_tier,
+                           const int32_t *src, int dst_tier,
+                           const int32_t *dst, int n, lkv_kern_event_t *after,
+                           lkv_kv_xfer_t **xf_p)
 {
-    uint8_t *base = tier == LKV_KV_TIER_DEVICE ? x->dev_pool : x->host_pool;
-    return base + (size_t)b * x->block_bytes;
-}
+    lkv_kv_mover_req_t r;
 
-/* Queue copies of blocks [i0, i1) of slot from `from` to `to` (arrays of the
- * slot), coalescing runs of consecutive indices. */
-static lkv_status_t copy_blocks(lkv_step_exec_t *x, const int32_t *from,
-                                int from_tier, const int32_t *to, int to_tier,
-                                int i0, int i1)
-{
-    lkv_kern_queue_t     q;
-    lkv_kern_copy_kind_t kind;
-
-    if (from_tier == LKV_KV_TIER_DEVICE && to_tier == LKV_KV_TIER_HOST) {
-        q    = LKV_KERN_QUEUE_D2H;
-        kind = LKV_KERN_COPY_D2H;
-    } else if (from_tier == LKV_KV_TIER_HOST &&
-               to_tier == LKV_KV_TIER_DEVICE) {
-        q    = LKV_KERN_QUEUE_H2D;
-        kind = LKV_KERN_COPY_H2D;
+    r.tag      = (uint64_t)(s - x->slots);
+    r.src_tier = (lkv_kv_tier_t)src_tier;
+    r.dst_tier = (lkv_kv_tier_t)dst_tier;
+    r.n_blocks = n;
+    r.src      = src;
+    r.dst      = dst;
+    r.after    = after;
+    LKV_CHECK(lkv_kv_mover_submit(x->mover, &r, xf_p));
+    s->n_pending++;
+    if (dst_tier == LKV_KV_TIER_DEVICE) {
+        x->step_h2d += (int64_t)n * (int64_t)x->block_bytes;
     } else {
-        return LKV_ERR_UNSUPPORTED;
-    }
-    for (int i = i0; i < i1;) {
-        int j = i + 1;
-        while (j < i1 && from[j] == from[j - 1] + 1 && to[j] == to[j - 1] + 1) {
-            j++;
-        }
-        size_t bytes = (size_t)(j - i) * x->block_bytes;
-        LKV_CHECK(LKV_KERN_CALL(x->be, copy_async, q, kind,
-                                block_ptr(x, to_tier, to[i]),
-                                block_ptr(x, from_tier, from[i]), bytes));
-        if (q == LKV_KERN_QUEUE_D2H) {
-            x->step_d2h += (int64_t)bytes;
-        } else {
-            x->step_h2d += (int64_t)bytes;
-        }
-        i = j;
+        x->step_d2h += (int64_t)n * (int64_t)x->block_bytes;
     }
     return LKV_OK;
 }
 
-static lkv_kern_queue_t slot_queue(const move_slot_t *s)
+static lkv_status_t slot_start(lkv_step_exec_t *x, move_slot_t *s,
+                               lkv_kern_event_t *after)
 {
-    return s->dst_tier == LKV_KV_TIER_DEVICE ? LKV_KERN_QUEUE_H2D
-                                             : LKV_KERN_QUEUE_D2H;
-}
-
-static lkv_status_t slot_start(lkv_step_exec_t *x, move_slot_t *s)
-{
-    LKV_CHECK(copy_blocks(x, s->src, s->src_tier, s->dst, s->dst_tier, 0,
-                          s->n_blocks));
-    LKV_CHECK(LKV_KERN_CALL(x->be, event_record, s->ev, slot_queue(s)));
+    LKV_CHECK(submit(x, s, s->src_tier, s->src, s->dst_tier, s->dst,
+                     s->n_blocks, after, &s->xin));
     s->started = true;
     return LKV_OK;
+}
+
+/* Make the compute queue wait for the slot's inbound copy. */
+static lkv_status_t wait_in(lkv_step_exec_t *x, move_slot_t *s)
+{
+    lkv_kern_event_t *ev = lkv_kv_mover_event(s->xin);
+
+    if (ev != NULL) {
+        return LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_COMPUTE, ev);
+    }
+    return lkv_kv_mover_wait(x->mover, s->xin);
 }
 
 static void report_done(lkv_step_exec_t *x, move_slot_t *s)
@@ -461,16 +446,16 @@ static int slot_index(const lkv_step_exec_t *x, const move_slot_t *s)
     return (int)(s - x->slots);
 }
 
-/* Register one move; start it unless it is an offload of a layer the batch
- * computes this step. A move that cannot run is reported failed. */
-static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv,
-                     const bool *in_batch_unused)
+/* Register one move. Stages and reloads start in start_inbound(), offloads
+ * after their layer's kv_write (kv_done hook) or at the end of the step when
+ * the batch does not compute the layer. A move that cannot run is reported
+ * failed. */
+static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv)
 {
     int              nl = x->m->cfg.n_layers;
     lkv_seq_entry_t *e  = lkv_seq_table_find(x->tab, mv->seq_id);
     move_slot_t     *s;
     const char      *why = NULL;
-    (void)in_batch_unused;
 
     s = slot_alloc(x);
     if (s == NULL) {
@@ -526,6 +511,10 @@ static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv,
         report_failed(x, s);
         return;
     }
+    s->n_pending = 0;
+    s->failed    = false;
+    s->xin       = NULL;
+    s->xwb       = NULL;
     memcpy(s->src, mv->src, (size_t)mv->n_blocks * sizeof(int32_t));
     memcpy(s->dst, mv->dst, (size_t)mv->n_blocks * sizeof(int32_t));
     int idx = slot_index(x, s);
@@ -543,19 +532,40 @@ static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv,
         x->stats.n_stages++;
         break;
     }
-    if (mv->kind != LKV_PLAN_MOVE_OFFLOAD) {
-        if (slot_start(x, s) != LKV_OK) {
-            LKV_LOG_ERROR("move %llu: queueing its copies failed",
-                          (unsigned long long)mv->move_id);
-            if (mv->kind == LKV_PLAN_MOVE_RELOAD) {
-                ly->reload_slot = -1;
-            } else {
-                ly->stage_slot = -1;
+}
+
+/* Queue the inbound copies registered by this plan: STAGE moves first, in
+ * layer order (the forward pass needs layer 0's first), then RELOADs (the
+ * background ones). */
+static void start_inbound(lkv_step_exec_t *x)
+{
+    int nl = x->m->cfg.n_layers;
+
+    for (int pass = 0; pass < 2; pass++) {
+        uint8_t kind = pass == 0 ? LKV_PLAN_MOVE_STAGE : LKV_PLAN_MOVE_RELOAD;
+        for (int l = 0; l < nl; l++) {
+            for (int i = 0; i < x->n_slots; i++) {
+                move_slot_t *s = &x->slots[i];
+                if (!s->used || s->started || s->kind != kind ||
+                    s->layer != l) {
+                    continue;
+                }
+                if (slot_start(x, s, NULL) == LKV_OK) {
+                    continue;
+                }
+                /* the mover queued nothing (all-or-nothing submit) */
+                LKV_LOG_ERROR("move %llu: queueing its copies failed",
+                              (unsigned long long)s->move_id);
+                lkv_seq_entry_t *e = lkv_seq_table_find(x->tab, s->seq_id);
+                if (e != NULL) {
+                    if (kind == LKV_PLAN_MOVE_RELOAD) {
+                        e->layers[l].reload_slot = -1;
+                    } else {
+                        e->layers[l].stage_slot = -1;
+                    }
+                }
+                report_failed(x, s);
             }
-            /* copies already queued still run: wait before reporting */
-            LKV_KERN_CALL(x->be, event_record, s->ev, slot_queue(s));
-            LKV_KERN_CALL(x->be, event_sync, s->ev);
-            report_failed(x, s);
         }
     }
 }
@@ -596,13 +606,11 @@ static lkv_status_t hook_before(void *ctx, int layer)
     for (int i = 0; i < n; i++) {
         lkv_seq_layer_t *ly = &x->bent[i]->layers[layer];
         if (ly->stage_slot >= 0) {
-            LKV_CHECK(LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_COMPUTE,
-                                    x->slots[ly->stage_slot].ev));
+            LKV_CHECK(wait_in(x, &x->slots[ly->stage_slot]));
         }
         if (ly->reload_slot >= 0 && !x->slots[ly->reload_slot].applied) {
             move_slot_t *s = &x->slots[ly->reload_slot];
-            LKV_CHECK(LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_COMPUTE,
-                                    s->ev));
+            LKV_CHECK(wait_in(x, s));
             LKV_CHECK(lkv_seq_table_set(x->tab, x->bent[i], layer,
                                         s->dst_tier, s->dst, s->n_blocks));
             s->applied = true;
@@ -624,14 +632,21 @@ static lkv_status_t hook_kv_done(void *ctx, int layer)
             continue;
         }
         if (!recorded) {
+            /* the copies of layer l start after its kv_write */
             LKV_CHECK(LKV_KERN_CALL(x->be, event_record, x->ev_layer[layer],
                                     LKV_KERN_QUEUE_COMPUTE));
-            LKV_CHECK(LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_D2H,
-                                    x->ev_layer[layer]));
             recorded = true;
         }
         if (ly->offload_slot >= 0 && !x->slots[ly->offload_slot].started) {
-            LKV_CHECK(slot_start(x, &x->slots[ly->offload_slot]));
+            move_slot_t *s = &x->slots[ly->offload_slot];
+            if (slot_start(x, s, x->ev_layer[layer]) != LKV_OK) {
+                /* the layer stays on the device; compute goes on */
+                LKV_LOG_ERROR("move %llu: queueing the offload of layer %d "
+                              "failed",
+                              (unsigned long long)s->move_id, layer);
+                ly->offload_slot = -1;
+                report_failed(x, s);
+            }
         }
         if (ly->stage_slot >= 0) {
             /* write the staged blocks that got new tokens back home */
@@ -642,10 +657,17 @@ static lkv_status_t hook_kv_done(void *ctx, int layer)
             if (i1 > s->n_blocks) {
                 i1 = s->n_blocks;
             }
-            LKV_CHECK(copy_blocks(x, s->dst, s->dst_tier, s->src, s->src_tier,
-                                  i0, i1));
-            LKV_CHECK(LKV_KERN_CALL(x->be, event_record, s->ev,
-                                    LKV_KERN_QUEUE_D2H));
+            if (i1 > i0 &&
+                submit(x, s, s->dst_tier, s->dst + i0, s->src_tier,
+                       s->src + i0, i1 - i0, x->ev_layer[layer],
+                       &s->xwb) != LKV_OK) {
+                /* the home copy misses this step's tokens: the stage fails
+                 * (reported at the end of the step) */
+                LKV_LOG_ERROR("move %llu: write-back of streamed layer %d "
+                              "failed",
+                              (unsigned long long)s->move_id, layer);
+                s->failed = true;
+            }
         }
     }
     return LKV_OK;
@@ -656,50 +678,77 @@ static lkv_status_t hook_kv_done(void *ctx, int layer)
 static void finish_step(lkv_step_exec_t *x, const lkv_step_plan_t *p,
                         lkv_step_result_t *res, int64_t t0)
 {
-    /* offloads whose layer was not computed (failed pass): run them now so
-     * the source blocks are not left pinned */
+    /* offloads whose layer was not computed (sequence not in the batch, or
+     * a failed pass): run them now so the source blocks are not left
+     * pinned */
     for (int i = 0; i < x->n_slots; i++) {
         move_slot_t *s = &x->slots[i];
         if (s->used && !s->started && s->kind == LKV_PLAN_MOVE_OFFLOAD) {
-            if (slot_start(x, s) != LKV_OK) {
+            if (slot_start(x, s, NULL) != LKV_OK) {
                 lkv_seq_entry_t *e = lkv_seq_table_find(x->tab, s->seq_id);
                 if (e != NULL) {
                     e->layers[s->layer].offload_slot = -1;
                 }
-                LKV_KERN_CALL(x->be, event_record, s->ev, slot_queue(s));
-                LKV_KERN_CALL(x->be, event_sync, s->ev);
                 report_failed(x, s);
             }
         }
     }
-    /* the step's offloads and stages end with the step; reloads when done */
+    /* the step's offloads and stages end with the step */
     for (int i = 0; i < x->n_slots; i++) {
         move_slot_t *s = &x->slots[i];
-        if (!s->used || !s->started) {
-            continue;
-        }
-        if (s->kind == LKV_PLAN_MOVE_RELOAD) {
-            if (LKV_KERN_CALL(x->be, event_query, s->ev) == LKV_OK) {
-                slot_complete(x, s);
+        if (s->used && s->started && s->kind != LKV_PLAN_MOVE_RELOAD &&
+            s->n_pending > 0) {
+            lkv_kv_mover_wait(x->mover, s->xin);
+            if (s->xwb != NULL) {
+                lkv_kv_mover_wait(x->mover, s->xwb);
             }
+        }
+    }
+    /* collect finished transfers (reloads when they are done) */
+    for (;;) {
+        int n = 0;
+        lkv_kv_mover_poll(x->mover, x->polled, x->n_slots * 2, &n);
+        for (int k = 0; k < n; k++) {
+            move_slot_t *s = &x->slots[x->polled[k].tag];
+            s->n_pending--;
+            if (x->polled[k].status != LKV_OK) {
+                s->failed = true;
+            }
+        }
+        if (n < x->n_slots * 2) {
+            break;
+        }
+    }
+    for (int i = 0; i < x->n_slots; i++) {
+        move_slot_t *s = &x->slots[i];
+        if (!s->used || !s->started || s->n_pending > 0) {
             continue;
         }
-        if (LKV_KERN_CALL(x->be, event_sync, s->ev) != LKV_OK) {
-            LKV_LOG_ERROR("move %llu: copy failed",
-                          (unsigned long long)s->move_id);
+        if (s->failed) {
+            LKV_LOG_ERROR("move %llu (seq %llu, layer %d): copy failed",
+                          (unsigned long long)s->move_id,
+                          (unsigned long long)s->seq_id, s->layer);
+            lkv_seq_entry_t *e = s->orphan
+                                     ? NULL
+                                     : lkv_seq_table_find(x->tab, s->seq_id);
+            if (e != NULL) {
+                lkv_seq_layer_t *ly = &e->layers[s->layer];
+                if (s->kind == LKV_PLAN_MOVE_OFFLOAD) {
+                    ly->offload_slot = -1; /* the layer stays on the device */
+                } else if (s->kind == LKV_PLAN_MOVE_RELOAD) {
+                    ly->reload_slot = -1;
+                    if (s->applied) { /* back to the host copy */
+                        lkv_seq_table_set(x->tab, e, s->layer, s->src_tier,
+                                          s->src, s->n_blocks);
+                    }
+                } else {
+                    ly->stage_slot = -1;
+                }
+            }
             report_failed(x, s);
             continue;
         }
         slot_complete(x, s);
-    }
-    /* finished sequences: in-flight reloads become orphans */
-    for (int i = 0; i < p->n_finished; i++) {
-        for (int j = 0; j < x->n_slots; j++) {
-            if (x->slots[j].used && x->slots[j].seq_id == p->finished[i]) {
-                x->slots[j].orphan = true;
-            }
-        }
-        lkv_seq_table_remove(x->tab, p->finished[i]);
     }
     int64_t t1          = lkv_now_ns();
     res->step_id        = p->step_id;
@@ -742,6 +791,17 @@ lkv_status_t lkv_step_exec_run(lkv_step_exec_t *x, const lkv_step_plan_t *p,
         res->status = LKV_ERR_INVALID;
         return LKV_ERR_INVALID;
     }
+    /* finished sequences go first, so their table entries are free for the
+     * sequences this plan starts; copies still reading their blocks live in
+     * move slots (their own block lists) and become orphans */
+    for (int i = 0; i < p->n_finished; i++) {
+        for (int j = 0; j < x->n_slots; j++) {
+            if (x->slots[j].used && x->slots[j].seq_id == p->finished[i]) {
+                x->slots[j].orphan = true;
+            }
+        }
+        lkv_seq_table_remove(x->tab, p->finished[i]);
+    }
     st = check_appends(x, p);
     if (st != LKV_OK) {
         res->status = st;
@@ -762,7 +822,10 @@ lkv_status_t lkv_step_exec_run(lkv_step_exec_t *x, const lkv_step_plan_t *p,
         }
     }
     for (int i = 0; i < p->n_moves; i++) {
-        add_move(x, &p->moves[i], NULL);
+        add_move(x, &p->moves[i]);
+    }
+    if (p->n_moves > 0) {
+        start_inbound(x);
     }
 
     /* the batch: sequences whose every layer can be computed */

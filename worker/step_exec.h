@@ -1,9 +1,10 @@
 /* step_exec.h - the worker's step executor: applies one lkv_step_plan_t
  * (common/step_plan.h) to the physical KV pools and runs the forward pass.
  *
- * The executor owns the physical pools (a device pool of n_device_blocks
- * layer-blocks in backend memory, a host pool of n_host_blocks in host_alloc
- * memory), the worker-side per-layer block tables (worker/seq_table.h) and a
+ * The executor owns the physical pools (kvstore/kv_pool.h: a device pool of
+ * n_device_blocks layer-blocks in backend memory, a host pool of
+ * n_host_blocks in host_alloc memory), a kvstore/kv_mover.h copy engine over
+ * them, the worker-side per-layer block tables (worker/seq_table.h) and a
  * forward pass (worker/forward.h). Per step it:
  *   1. applies `appends`; starts RELOAD copies (host -> device, background,
  *      they may complete in a later step; a sequence in the batch whose layer
@@ -15,13 +16,26 @@
  *      the rest of the pass;
  *   3. samples the sequences that ask for it;
  *   4. waits for the step's offload and stage copies (a step ends when its
- *      copies are done), polls reloads, reports every move that completed,
- *      and drops the state of `finished` sequences (a reload still in flight
- *      for one completes into blocks the scheduler keeps reserved until it
- *      is reported).
+ *      copies are done), polls reloads and reports every move that
+ *      completed.
+ * `finished` sequences are dropped at the start of the step (a reload still
+ * in flight for one completes into blocks the scheduler keeps reserved until
+ * it is reported).
  * The executor never frees KV blocks: the scheduler does, after a move is
  * reported done. Moves are layer-granular; copies of consecutive blocks are
  * coalesced.
+ *
+ * Plan contract (what the scheduler must do with kvstore/kv_alloc):
+ *  - a STAGE move covers every block of the layer after this plan's appends
+ *    (append the new token's block in the home tier first, then
+ *    stage_begin); a stage is reported done in the step that carries it,
+ *    after the write-back of the blocks that got new tokens;
+ *  - OFFLOAD moves are reported in the step that carries them; RELOADs in
+ *    that or a later step (a run with no sequences collects them);
+ *  - a layer has at most one move in flight and gets no appends while it
+ *    moves (kv_alloc's MOVING state);
+ *  - only the DEVICE and HOST tiers exist on this worker; moves to or from
+ *    REMOTE are reported failed.
  *
  * Threading: one step thread; copies run on the backend's copy queues.
  */
@@ -63,7 +77,10 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
 /* Waits for every copy in flight, then frees everything. */
 void         lkv_step_exec_destroy(lkv_step_exec_t **x_p);
 
-/* Execute one plan. res is filled even when a sequence fails (its status in
+/* Execute one plan. The state of `finished` sequences is dropped first (a
+ * sequence id may be finished and started again in one plan; copies still
+ * reading a finished sequence's blocks complete and are reported as usual).
+ * res is filled even when a sequence fails (its status in
  * res->seqs[i].status); its arrays belong to x and stay valid until the next
  * call. Returns res->status: LKV_OK, or LKV_ERR_INVALID for a plan that does
  * not match the worker's state (an append to a layer of another tier, block
@@ -91,6 +108,9 @@ typedef struct {
     int64_t n_offloads, n_reloads, n_stages;
     int64_t steps;
     int64_t compute_ns, step_ns;
+    /* time the copy links were busy (kv_mover accounting; an upper bound
+     * for transfers observed by polling) */
+    int64_t d2h_busy_ns, h2d_busy_ns;
 } lkv_step_exec_stats_t;
 
 void lkv_step_exec_stats(const lkv_step_exec_t *x,

@@ -3,7 +3,7 @@
  * several repetitions in GB/s (1e9 bytes/s; 3 x 4 bytes per element: two
  * reads and one write, write-allocate traffic not counted, as in STREAM).
  * bench/decode_bench.sh builds it (cc -O3 -march=native) and uses it as the
- * machine's achievable memory bandwidth. Lives outside bench/*.c so it is
+ * machine's achievable memory bandwidth. Lives in a subfolder so it is
  * not globbed into the lkv_bench library.
  *
  * Usage: stream_triad [--threads N] [--mib M] [--reps R]
@@ -19,11 +19,11 @@
 #include <time.h>
 
 typedef struct {
-    float            *a, *b, *c;
-    size_t            begin, end;
-    int               reps;
+    float             *a, *b, *c;
+    size_t             begin, end;
+    int                reps;
     pthread_barrier_t *bar;
-    double           *times; /* (reps), written by thread 0 */
+    double            *times; /* (reps), written by thread 0 */
 } arg_t;
 
 static double now_s(void)
@@ -65,8 +65,8 @@ static void *worker(void *p)
 
 int main(int argc, char **argv)
 {
-    int    threads = 2, reps = 10;
-    size_t mib     = 256; /* per array */
+    int                        threads = 2, reps = 10;
+    size_t                     mib    = 256; /* per array */
     static const struct option opts[] = {
         {"threads", required_argument, NULL, 't'},
         {"mib", required_argument, NULL, 'm'},
@@ -103,19 +103,20 @@ int main(int argc, char **argv)
                         "1..65536\n");
         return 2;
     }
-    size_t n = mib * 1024 * 1024 / sizeof(float);
-    float *a = aligned_alloc(64, n * sizeof(float));
-    float *b = aligned_alloc(64, n * sizeof(float));
-    float *cc = aligned_alloc(64, n * sizeof(float));
-    double *times = calloc((size_t)reps, sizeof(double));
-    pthread_t *th = calloc((size_t)threads, sizeof(pthread_t));
-    arg_t     *args = calloc((size_t)threads, sizeof(arg_t));
+    size_t            n     = mib * 1024 * 1024 / sizeof(float);
+    float            *a     = aligned_alloc(64, n * sizeof(float));
+    float            *b     = aligned_alloc(64, n * sizeof(float));
+    float            *cc    = aligned_alloc(64, n * sizeof(float));
+    double           *times = calloc((size_t)reps, sizeof(double));
+    pthread_t        *th    = calloc((size_t)threads, sizeof(pthread_t));
+    arg_t            *args  = calloc((size_t)threads, sizeof(arg_t));
     pthread_barrier_t bar;
 
     if (a == NULL || b == NULL || cc == NULL || times == NULL || th == NULL ||
         args == NULL) {
-        fprintf(stderr, "stream_triad: out of memory for 3 x %zu MiB; lower "
-                        "--mib\n",
+        fprintf(stderr,
+                "stream_triad: out of memory for 3 x %zu MiB; lower "
+                "--mib\n",
                 mib);
         return 1;
     }

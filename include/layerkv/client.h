@@ -134,14 +134,28 @@ typedef struct {
 typedef void (*lkv_client_event_fn)(const lkv_client_event_t *ev,
                                     void *user);
 
-/* Submit a completion; events go to fn(ev, user) on the I/O thread. The
- * request is copied; *request_p gets its id (unique per handle). Does not
+/* Submit a completion; events go to fn(ev, user) on the I/O thread (fn NULL:
+ * to lkv_client_poll, user ignored). The request is copied; *request_p gets its id (unique per handle). Does not
  * block on the network. Errors: LKV_ERR_INVALID (both or neither of
  * prompt/tokens, out-of-range parameter; nothing is sent), LKV_ERR_NOMEM,
  * LKV_ERR_CANCELLED (handle closing). */
 lkv_status_t lkv_client_submit(lkv_client_t *c, const lkv_client_request_t *rq,
                                lkv_client_event_fn fn, void *user,
                                uint64_t *request_p);
+
+/* ---- polling instead of callbacks ----
+ * A request submitted with fn == NULL queues its events inside the handle;
+ * lkv_client_poll() hands them out in arrival order (across all such
+ * requests; ev->request tells which). The queue is unbounded: poll until
+ * each request's terminal event. */
+
+/* Next queued event, or LKV_ERR_TIMEOUT after timeout_ms (< 0 = forever,
+ * 0 = don't wait). *ev_p is heap memory with its strings: release it with
+ * lkv_client_event_free. Errors: LKV_ERR_TIMEOUT, LKV_ERR_BUSY (from a
+ * callback), LKV_ERR_INVALID. */
+lkv_status_t lkv_client_poll(lkv_client_t *c, int timeout_ms,
+                             lkv_client_event_t **ev_p);
+void         lkv_client_event_free(lkv_client_event_t *ev); /* NULL-safe */
 
 /* Ask the server to stop a request; it then ends with DONE/cancelled (or
  * whatever terminal event was already on its way). Non-blocking.

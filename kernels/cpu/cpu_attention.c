@@ -17,8 +17,10 @@
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
 
-#define ATTN_CHUNK        256
+#define ATTN_CHUNK 256
 #define ATTN_MAX_HEAD_DIM 1024
+/* query x key x head_dim products below which attention runs serially */
+#define ATTN_SERIAL_WORK (32 * 1024)
 
 typedef struct {
     lkv_cpu_impl_t        *impl;
@@ -32,8 +34,8 @@ typedef struct {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ATTN_AVX512 1
-__attribute__((target("avx512f"))) static float dot_f32_avx512(
-    const float *a, const float *b, int n)
+__attribute__((target("avx512f"))) static float
+dot_f32_avx512(const float *a, const float *b, int n)
 {
     __m512 acc0 = _mm512_setzero_ps();
     __m512 acc1 = _mm512_setzero_ps();
@@ -114,17 +116,17 @@ static void attn_task(void *ctx_, int tid, int64_t begin, int64_t end)
     float                  kbuf[ATTN_MAX_HEAD_DIM];
 
     for (int64_t task = begin; task < end; task++) {
-        int          r    = c->row0 + (int)(task / a->n_heads);
-        int          h    = (int)(task % a->n_heads);
-        int          kvh  = h / grp;
-        int          s    = seq_of_row(a->q_start, a->n_seqs, r);
-        int          n_q  = a->q_start[s + 1] - a->q_start[s];
-        int          qpos = a->ctx_len[s] - n_q + (r - a->q_start[s]);
-        const int32_t *bt = a->block_table + (size_t)s * a->bt_stride;
-        const float *qh   = c->q + ((size_t)r * a->n_heads + h) * hd;
-        float       *oh   = c->out + ((size_t)r * a->n_heads + h) * hd;
-        float        m    = -INFINITY;
-        float        l    = 0.0f;
+        int            r    = c->row0 + (int)(task / a->n_heads);
+        int            h    = (int)(task % a->n_heads);
+        int            kvh  = h / grp;
+        int            s    = seq_of_row(a->q_start, a->n_seqs, r);
+        int            n_q  = a->q_start[s + 1] - a->q_start[s];
+        int            qpos = a->ctx_len[s] - n_q + (r - a->q_start[s]);
+        const int32_t *bt   = a->block_table + (size_t)s * a->bt_stride;
+        const float   *qh   = c->q + ((size_t)r * a->n_heads + h) * hd;
+        float         *oh   = c->out + ((size_t)r * a->n_heads + h) * hd;
+        float          m    = -INFINITY;
+        float          l    = 0.0f;
 
         memset(acc, 0, (size_t)hd * sizeof(float));
         for (int c0 = 0; c0 <= qpos; c0 += ATTN_CHUNK) {
@@ -141,8 +143,9 @@ static void attn_task(void *ctx_, int tid, int64_t begin, int64_t end)
                 if (c->dt == LKV_DTYPE_F32) {
                     kp = (const float *)c->kv + off;
                 } else {
-                    lkv_cpu_convert_row(simd, kbuf, (const char *)c->kv + off * esz,
-                                        c->dt, (size_t)hd);
+                    lkv_cpu_convert_row(simd, kbuf,
+                                        (const char *)c->kv + off * esz, c->dt,
+                                        (size_t)hd);
                     kp = kbuf;
                 }
                 sc             = dot_f32(simd, qh, kp, hd) * a->scale;
@@ -163,15 +166,16 @@ static void attn_task(void *ctx_, int tid, int64_t begin, int64_t end)
                 size_t off = (size_t)bt[p / a->block_size] * 2 * bsz + bsz +
                              (size_t)(p % a->block_size) * row +
                              (size_t)kvh * hd;
-                float  e   = expf(scores[p - c0] - m);
+                float        e = expf(scores[p - c0] - m);
                 const float *vp;
 
                 l += e;
                 if (c->dt == LKV_DTYPE_F32) {
                     vp = (const float *)c->kv + off;
                 } else {
-                    lkv_cpu_convert_row(simd, kbuf, (const char *)c->kv + off * esz,
-                                        c->dt, (size_t)hd);
+                    lkv_cpu_convert_row(simd, kbuf,
+                                        (const char *)c->kv + off * esz, c->dt,
+                                        (size_t)hd);
                     vp = kbuf;
                 }
                 lkv_cpu_axpy(simd, acc, e, vp, hd);
@@ -210,8 +214,7 @@ static lkv_status_t check_args(const lkv_kern_attn_t *a)
             (int64_t)ctx > (int64_t)a->bt_stride * a->block_size) {
             LKV_LOG_ERROR("attention: seq %d has %d queries, context %d and "
                           "room for %lld tokens in its block table",
-                          s, n_q, ctx,
-                          (long long)a->bt_stride * a->block_size);
+                          s, n_q, ctx, (long long)a->bt_stride * a->block_size);
             return LKV_ERR_INVALID;
         }
         if (n_q == 0) {
@@ -236,7 +239,7 @@ lkv_status_t lkv_cpu_attention(lkv_kern_backend_t *be, float *out,
 {
     lkv_cpu_impl_t *impl = lkv_cpu_impl(be);
     attn_ctx_t      c;
-    int64_t         n_rows;
+    int64_t         n_rows, work;
 
     if (impl == NULL || a == NULL || a->n_seqs < 0) {
         return LKV_ERR_INVALID;
@@ -258,6 +261,14 @@ lkv_status_t lkv_cpu_attention(lkv_kern_backend_t *be, float *out,
     c.dt   = kv_dtype;
     c.a    = a;
     c.row0 = a->q_start[0];
-    lkv_cpu_parallel_for(impl, n_rows * a->n_heads, 1, attn_task, &c);
+    /* tiny jobs (short contexts of tiny models) are not worth the pool */
+    work = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        work += (int64_t)(a->q_start[s + 1] - a->q_start[s]) * a->ctx_len[s];
+    }
+    work *= (int64_t)a->n_heads * a->head_dim;
+    lkv_cpu_parallel_for(impl, n_rows * a->n_heads,
+                         work < ATTN_SERIAL_WORK ? n_rows * a->n_heads : 1,
+                         attn_task, &c);
     return LKV_OK;
 }

@@ -12,8 +12,8 @@
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
 
-void lkv_cpu_convert_row(int simd, float *dst, const void *src,
-                         lkv_dtype_t dt, size_t n)
+void lkv_cpu_convert_row(int simd, float *dst, const void *src, lkv_dtype_t dt,
+                         size_t n)
 {
     if (simd && dt != LKV_DTYPE_F32) {
         lkv_cpu_convert_row_avx512(dst, src, dt, n);
@@ -78,7 +78,7 @@ lkv_status_t lkv_cpu_embedding(lkv_kern_backend_t *be, float *out,
         !lkv_cpu_dtype_ok(dtype)) {
         return LKV_ERR_INVALID;
     }
-    esz = lkv_dtype_size(dtype);
+    esz  = lkv_dtype_size(dtype);
     simd = lkv_cpu_impl(be) != NULL && lkv_cpu_impl(be)->have_avx512;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0) {
@@ -107,8 +107,8 @@ lkv_status_t lkv_cpu_rmsnorm(lkv_kern_backend_t *be, float *y, const float *x,
         return LKV_ERR_INVALID;
     }
     for (int t = 0; t < n; t++) {
-        const float *xr = x + (size_t)t * dim;
-        float       *yr = y + (size_t)t * dim;
+        const float *xr    = x + (size_t)t * dim;
+        float       *yr    = y + (size_t)t * dim;
         float        ss[8] = {0};
         float        sum, scale;
         int          i = 0;
@@ -155,18 +155,17 @@ lkv_status_t lkv_cpu_add(lkv_kern_backend_t *be, float *y, const float *a,
     return LKV_OK;
 }
 
-lkv_status_t lkv_cpu_rope(lkv_kern_backend_t *be, float *x,
-                          const int32_t *pos, int n, int n_heads,
-                          int head_dim, int rot_dim, lkv_rope_style_t style,
-                          const float *inv_freq)
+lkv_status_t lkv_cpu_rope(lkv_kern_backend_t *be, float *x, const int32_t *pos,
+                          int n, int n_heads, int head_dim, int rot_dim,
+                          lkv_rope_style_t style, const float *inv_freq)
 {
     int half;
 
     if (n == 0) {
         return LKV_OK;
     }
-    if (x == NULL || pos == NULL || inv_freq == NULL || n < 0 ||
-        n_heads <= 0 || head_dim <= 0 || rot_dim < 0 || rot_dim > head_dim ||
+    if (x == NULL || pos == NULL || inv_freq == NULL || n < 0 || n_heads <= 0 ||
+        head_dim <= 0 || rot_dim < 0 || rot_dim > head_dim ||
         (rot_dim & 1) != 0 ||
         (style != LKV_ROPE_ADJACENT && style != LKV_ROPE_HALVES)) {
         return LKV_ERR_INVALID;
@@ -232,8 +231,7 @@ lkv_status_t lkv_cpu_kv_write(lkv_kern_backend_t *be, void *kv_pool,
 }
 
 lkv_status_t lkv_cpu_swiglu(lkv_kern_backend_t *be, float *out,
-                            const float *gate, const float *up,
-                            size_t n_elems)
+                            const float *gate, const float *up, size_t n_elems)
 {
     if (n_elems == 0) {
         return LKV_OK;
@@ -260,8 +258,8 @@ lkv_status_t lkv_cpu_gather_rows(lkv_kern_backend_t *be, float *dst,
     }
     for (int i = 0; i < n; i++) {
         if (idx[i] < 0) {
-            LKV_LOG_ERROR("gather_rows: index %d at row %d is negative",
-                          idx[i], i);
+            LKV_LOG_ERROR("gather_rows: index %d at row %d is negative", idx[i],
+                          i);
             return LKV_ERR_INVALID;
         }
     }

@@ -63,8 +63,7 @@ static void gemv_scalar(float *y, int ldy, const float *x, const void *w,
 }
 
 #ifdef HAVE_X86_AVX512_CODE
-#define AVX512_FN                                                              \
-    __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
+#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
 #define AVX512_INLINE static inline __attribute__((always_inline)) AVX512_FN
 
 AVX512_INLINE __m512 ldw(const void *w, int dt, size_t k)
@@ -92,12 +91,11 @@ AVX512_INLINE __m512 ldw_mask(const void *w, int dt, size_t k, __mmask16 m)
 }
 
 /* rows r .. r+R-1, tokens 0..N-1; R, N and dt are constants after inlining */
-AVX512_INLINE void gemv_block(float *y, int ldy, const float *x,
-                              const void *w, int dt, int in, int r, int R,
-                              int N)
+AVX512_INLINE void gemv_block(float *y, int ldy, const float *x, const void *w,
+                              int dt, int in, int r, int R, int N)
 {
-    __m512      acc[4][4];
-    const char *wr[4];
+    __m512      acc[8][4];
+    const char *wr[8];
     size_t      esz = dt == LKV_DTYPE_F32 ? 4 : 2;
     int         k   = 0;
 
@@ -141,12 +139,16 @@ AVX512_INLINE void gemv_block(float *y, int ldy, const float *x,
     }
 }
 
-AVX512_INLINE void gemv_rows_n(float *y, int ldy, const float *x,
-                               const void *w, int dt, int in, int r0, int r1,
-                               int N)
+AVX512_INLINE void gemv_rows_n(float *y, int ldy, const float *x, const void *w,
+                               int dt, int in, int r0, int r1, int N)
 {
     int r = r0;
 
+    if (N == 1) { /* one token: 8 weight rows in flight */
+        for (; r + 8 <= r1; r += 8) {
+            gemv_block(y, ldy, x, w, dt, in, r, 8, 1);
+        }
+    }
     for (; r + 4 <= r1; r += 4) {
         gemv_block(y, ldy, x, w, dt, in, r, 4, N);
     }
@@ -181,8 +183,68 @@ AVX512_FN static void axpy_avx512(float *y, float a, const float *x, int n)
     if (k < n) {
         __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
         _mm512_mask_storeu_ps(y + k, m,
-                              _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + k),
+                              _mm512_fmadd_ps(av,
+                                              _mm512_maskz_loadu_ps(m, x + k),
                                               _mm512_maskz_loadu_ps(m, y + k)));
+    }
+}
+
+/* multi-token: tokens in blocks of GEMM_TOKEN_BLOCK (their activations stay
+ * in L2); within a block, for each 4-row block of weights (which stays in
+ * L1) sweep the tokens 4 at a time */
+#define GEMM_TOKEN_BLOCK 128
+
+AVX512_INLINE void gemm_rows_dt(float *y, int ldy, const float *x,
+                                const void *w, int dt, int n, int in, int r0,
+                                int r1)
+{
+    for (int tb = 0; tb < n; tb += GEMM_TOKEN_BLOCK) {
+        int te = n - tb < GEMM_TOKEN_BLOCK ? n : tb + GEMM_TOKEN_BLOCK;
+
+        for (int r = r0; r < r1; r += 4) {
+            int R = r1 - r < 4 ? r1 - r : 4;
+            int t = tb;
+
+            for (; t + 4 <= te; t += 4) {
+                float       *yt = y + (size_t)t * ldy;
+                const float *xt = x + (size_t)t * in;
+                if (R == 4) {
+                    gemv_block(yt, ldy, xt, w, dt, in, r, 4, 4);
+                } else {
+                    for (int i = 0; i < R; i++) {
+                        gemv_block(yt, ldy, xt, w, dt, in, r + i, 1, 4);
+                    }
+                }
+            }
+            for (; t < te; t++) {
+                float       *yt = y + (size_t)t * ldy;
+                const float *xt = x + (size_t)t * in;
+                if (R == 4) {
+                    gemv_block(yt, ldy, xt, w, dt, in, r, 4, 1);
+                } else {
+                    for (int i = 0; i < R; i++) {
+                        gemv_block(yt, ldy, xt, w, dt, in, r + i, 1, 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+AVX512_FN static void gemm_avx512(float *y, int ldy, const float *x,
+                                  const void *w, lkv_dtype_t dt, int n, int in,
+                                  int r0, int r1)
+{
+    switch (dt) {
+    case LKV_DTYPE_F32:
+        gemm_rows_dt(y, ldy, x, w, LKV_DTYPE_F32, n, in, r0, r1);
+        break;
+    case LKV_DTYPE_F16:
+        gemm_rows_dt(y, ldy, x, w, LKV_DTYPE_F16, n, in, r0, r1);
+        break;
+    case LKV_DTYPE_BF16:
+        gemm_rows_dt(y, ldy, x, w, LKV_DTYPE_BF16, n, in, r0, r1);
+        break;
     }
 }
 
@@ -212,8 +274,8 @@ GEMV_DT(gemv_avx512_bf16, LKV_DTYPE_BF16)
 #endif /* HAVE_X86_AVX512_CODE */
 
 #ifndef HAVE_X86_AVX512_CODE
-void lkv_cpu_convert_row_avx512(float *dst, const uint16_t *src,
-                                lkv_dtype_t dt, size_t n)
+void lkv_cpu_convert_row_avx512(float *dst, const uint16_t *src, lkv_dtype_t dt,
+                                size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         dst[i] = lkv_cpu_load(src, dt, i);
@@ -234,9 +296,19 @@ void lkv_cpu_axpy(int simd, float *y, float a, const float *x, int n)
     }
 }
 
+void lkv_cpu_gemm_rows(float *y, int ldy, const float *x, const void *w,
+                       lkv_dtype_t dtype, int n, int in, int r0, int r1)
+{
+#ifdef HAVE_X86_AVX512_CODE
+    gemm_avx512(y, ldy, x, w, dtype, n, in, r0, r1);
+#else
+    gemv_scalar(y, ldy, x, w, dtype, n, in, r0, r1);
+#endif
+}
+
 void lkv_cpu_gemv_rows(int use_avx512, float *y, int ldy, const float *x,
-                       const void *w, lkv_dtype_t dtype, int n, int in,
-                       int r0, int r1)
+                       const void *w, lkv_dtype_t dtype, int n, int in, int r0,
+                       int r1)
 {
 #ifdef HAVE_X86_AVX512_CODE
     if (use_avx512) {

@@ -48,6 +48,7 @@ typedef struct item {
     /* ITEM_WAIT: wait until done[wait_q] >= wait_ticket */
     int          wait_q;
     uint64_t     wait_ticket;
+    int64_t      queued_ns; /* when it was queued (link emulation) */
 } item_t;
 
 struct lkv_kern_event {
@@ -68,6 +69,8 @@ typedef struct {
     uint64_t              queued; /* items ever queued */
     uint64_t              done;   /* items ever finished */
     int64_t               link_free_ns; /* emulated link busy until (thread) */
+    int64_t               gate_ns;      /* last wait item released (thread) */
+    int64_t               last_done_ns; /* latest item completion (lock) */
     lkv_cpu_queue_stats_t stats;
 } copy_queue_t;
 
@@ -106,12 +109,15 @@ static void sleep_until_ns(int64_t deadline_ns)
 }
 
 /* Execute one copy, paced if a link cap is set. Runs without the lock, on
- * the queue's thread. The link is a timeline: a copy starts when the link is
- * free (link_free_ns) or now, whichever is later, plus the latency; after
- * each chunk the thread sleeps until the chunk's deadline on that timeline
- * when it is more than PACE_SLACK_NS ahead, so back-to-back small copies
- * share one timeline instead of each paying a sleep's overhead. The achieved
- * rate never exceeds the cap by more than PACE_SLACK_NS worth of bytes. */
+ * the queue's thread. The link is a timeline, like a DMA engine's: a copy
+ * starts when the link is free (link_free_ns), the copy was queued, and any
+ * wait before it was released, whichever is latest, plus the latency; the
+ * thread sleeps until each chunk's deadline on that timeline when it is more
+ * than PACE_SLACK_NS ahead. A thread that wakes up late catches up with the
+ * timeline instead of idling the link, and back-to-back small copies share
+ * one timeline instead of each paying a sleep. So copies queued (or released
+ * by a wait) at time t never complete before t + their bytes / cap, and a
+ * busy queue moves cap bytes per second on average. */
 static void run_copy(const cpu_queues_t *s, copy_queue_t *cq, const item_t *it)
 {
     if (s->bytes_per_ns <= 0.0) {
@@ -119,8 +125,14 @@ static void run_copy(const cpu_queues_t *s, copy_queue_t *cq, const item_t *it)
         return;
     }
     int64_t now   = lkv_now_ns();
-    int64_t start = (cq->link_free_ns > now ? cq->link_free_ns : now) +
-                    s->latency_ns;
+    int64_t start = cq->link_free_ns;
+    if (it->queued_ns > start) {
+        start = it->queued_ns;
+    }
+    if (cq->gate_ns > start) {
+        start = cq->gate_ns;
+    }
+    start += s->latency_ns;
     size_t  off   = 0;
     if (start - now > PACE_SLACK_NS) {
         sleep_until_ns(start);
@@ -160,8 +172,17 @@ static void *queue_thread(void *arg)
         }
         item_t *it = cq->head;
         if (it->kind == ITEM_WAIT) {
-            while (!event_done_locked(s, it->wait_q, it->wait_ticket)) {
-                pthread_cond_wait(&s->done_cv, &s->lock);
+            if (!event_done_locked(s, it->wait_q, it->wait_ticket)) {
+                while (!event_done_locked(s, it->wait_q, it->wait_ticket)) {
+                    pthread_cond_wait(&s->done_cv, &s->lock);
+                }
+                /* the link idled until the event: restart its timeline */
+                cq->gate_ns = lkv_now_ns();
+            } else if (is_copy_queue(it->wait_q) &&
+                       s->cq[it->wait_q].last_done_ns > cq->gate_ns) {
+                /* done before we looked: it completed at or before the
+                 * other queue's latest completion; never start earlier */
+                cq->gate_ns = s->cq[it->wait_q].last_done_ns;
             }
         } else {
             pthread_mutex_unlock(&s->lock);
@@ -180,6 +201,7 @@ static void *queue_thread(void *arg)
         it->next      = s->free_items;
         s->free_items = it;
         cq->done++;
+        cq->last_done_ns = lkv_now_ns();
         pthread_cond_broadcast(&s->done_cv);
     }
     pthread_mutex_unlock(&s->lock);
@@ -227,8 +249,9 @@ static lkv_status_t push_locked(cpu_queues_t *s, int q, const item_t *tmpl)
             return LKV_ERR_NOMEM;
         }
     }
-    *it      = *tmpl;
-    it->next = NULL;
+    *it           = *tmpl;
+    it->next      = NULL;
+    it->queued_ns = lkv_now_ns();
     if (cq->tail != NULL) {
         cq->tail->next = it;
     } else {

@@ -11,10 +11,13 @@
  *    in the order they were queued; queue_wait on a copy queue makes later
  *    items of that queue wait for the event without blocking the caller.
  *  - Link emulation: when cfg->link_gbps > 0 every copy on a copy queue is
- *    paced in chunks so that the queue's achieved rate never exceeds
- *    link_gbps (1 GB/s = 1e9 bytes/s), plus cfg->link_latency_us per copy.
- *    D2H and H2D are independent links (full duplex). Compute-queue copies
- *    are never paced.
+ *    paced in chunks on a link timeline, like a DMA engine: copies that
+ *    became runnable (queued, or released by a wait) at time t never
+ *    complete before t + bytes / link_gbps (1 GB/s = 1e9 bytes/s) plus
+ *    cfg->link_latency_us per copy, and a busy queue moves link_gbps on
+ *    average (a queue thread that wakes up late catches up instead of
+ *    idling the link). D2H and H2D are independent links (full duplex).
+ *    Compute-queue copies are never paced.
  *
  * Events: an event is "completed" when created (like a fresh cudaEvent);
  * event_record re-arms it to the point after all work queued so far on q.

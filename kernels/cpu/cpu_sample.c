@@ -1,11 +1,19 @@
 /* cpu_sample.c - token sampling on the CPU: greedy, temperature, top-k,
  * top-p, with a per-sequence splitmix64 random stream.
  *
- * The stream: rng_state[i] is advanced exactly once per sampled token (also
- * for greedy rows, so a sequence's draws never depend on how its earlier
- * tokens were sampled or batched); a fresh sequence starts with
- * rng_state = params.seed. Candidates are ordered by (probability desc,
- * id asc) so results are deterministic and ties go to the lowest id.
+ * The exact algorithm (other backends that want bit-equal tokens follow it):
+ *  1. r = splitmix64(rng_state) (state += 0x9E3779B97F4A7C15, then the
+ *     standard mix); the state advances exactly once per sampled token, also
+ *     for greedy rows, so a sequence's draws never depend on how its earlier
+ *     tokens were sampled or batched. A fresh sequence starts with
+ *     rng_state = params.seed. u = (r >> 11) * 2^-53 in [0, 1).
+ *  2. temperature <= 0 or top_k == 1: argmax, lowest id on ties.
+ *  3. p_i = exp((logit_i - max) / temperature) (nan logits get 0).
+ *  4. top_k > 0: keep the k best by (p desc, id asc).
+ *  5. top_p < 1: sort by (p desc, id asc) and keep the shortest prefix whose
+ *     mass reaches top_p * (mass of the candidates); at least one.
+ *  6. walk the candidates in that order (vocabulary order when neither cut
+ *     applies) and return the first whose running sum exceeds u * sum.
  *
  * Threading: one caller at a time (kernels.h); scratch lives in the impl.
  */
@@ -126,9 +134,8 @@ static int32_t draw(const cand_t *c, int n, double u)
     return c[0].id;
 }
 
-static int32_t sample_row(lkv_cpu_impl_t *impl, const float *logits,
-                          int vocab, const lkv_sample_params_t *sp,
-                          uint64_t *state)
+static int32_t sample_row(lkv_cpu_impl_t *impl, const float *logits, int vocab,
+                          const lkv_sample_params_t *sp, uint64_t *state)
 {
     cand_t  *c = impl->sample_cand;
     uint64_t r = splitmix64_next(state);
@@ -175,7 +182,7 @@ static int32_t sample_row(lkv_cpu_impl_t *impl, const float *logits,
 lkv_status_t lkv_cpu_sample(lkv_kern_backend_t *be, int32_t *tokens,
                             const float *logits, int n, int vocab,
                             const lkv_sample_params_t *params,
-                            uint64_t *rng_state)
+                            uint64_t                  *rng_state)
 {
     lkv_cpu_impl_t *impl = lkv_cpu_impl(be);
 

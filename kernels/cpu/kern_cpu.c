@@ -10,16 +10,42 @@
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
 #include "kernels/cpu/cpu_queue.h"
 
-#define CPU_ALIGN     64
+#define CPU_ALIGN 64
 #define CPU_MAX_THREADS 1024
+#define CPU_HUGE (2u << 20)
+#define CPU_HUGE_MIN (4u << 20)
 
-static lkv_status_t cpu_open(lkv_kern_backend_t *be,
+/* Whether OpenBLAS runs AVX-512 kernels (its DYNAMIC_ARCH core choice; an
+ * unknown CPU falls back to an SSE3 "Prescott" core, slower than our own
+ * kernel). LKV_CPU_GEMM=blas|own overrides. */
+static int blas_is_fast(void)
+{
+    const char *force = getenv("LKV_CPU_GEMM");
+    const char *core  = openblas_get_corename();
+
+    if (force != NULL && strcmp(force, "blas") == 0) {
+        return 1;
+    }
+    if (force != NULL && strcmp(force, "own") == 0) {
+        return 0;
+    }
+    if (core == NULL) {
+        return 0;
+    }
+    return strcasecmp(core, "skylakex") == 0 ||
+           strcasecmp(core, "cooperlake") == 0 ||
+           strcasecmp(core, "sapphirerapids") == 0;
+}
+
+static lkv_status_t cpu_open(lkv_kern_backend_t      *be,
                              const lkv_kern_config_t *cfg)
 {
     lkv_cpu_impl_t *impl;
@@ -34,8 +60,8 @@ static lkv_status_t cpu_open(lkv_kern_backend_t *be,
     }
     if (n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = n > 0 ? (int)(n < CPU_MAX_THREADS ? n : CPU_MAX_THREADS)
-                          : 1;
+        n_threads =
+            n > 0 ? (int)(n < CPU_MAX_THREADS ? n : CPU_MAX_THREADS) : 1;
     }
     impl = calloc(1, sizeof(*impl));
     if (impl == NULL) {
@@ -50,10 +76,14 @@ static lkv_status_t cpu_open(lkv_kern_backend_t *be,
     /* GEMMs are split across our own pool, one OpenBLAS thread per chunk, so
      * OpenBLAS's threads never compete with ours. */
     openblas_set_num_threads(1);
-    be->impl = impl;
+    impl->use_blas = blas_is_fast();
+    be->impl       = impl;
     LKV_CHECK_GOTO(lkv_cpu_queues_open(be, cfg), st, err_queues);
-    LKV_LOG_DEBUG("cpu backend: %d threads, avx512 %s", n_threads,
-                  impl->have_avx512 ? "yes" : "no");
+    LKV_LOG_DEBUG("cpu backend: %d threads, avx512 %s, openblas core %s "
+                  "(%s for prefill gemm)",
+                  n_threads, impl->have_avx512 ? "yes" : "no",
+                  openblas_get_corename(),
+                  impl->use_blas ? "used" : "not used");
     return LKV_OK;
 
 err_queues:
@@ -82,23 +112,35 @@ static void cpu_close(lkv_kern_backend_t *be)
 static lkv_status_t cpu_alloc(size_t bytes, void **p)
 {
     void  *mem;
-    size_t rounded;
+    size_t align = CPU_ALIGN, rounded;
 
     if (p == NULL) {
         return LKV_ERR_INVALID;
     }
-    if (bytes > SIZE_MAX - CPU_ALIGN) {
+    /* big buffers (weights, KV pools) on 2 MiB boundaries, backed by
+     * transparent huge pages where the kernel allows it (THP "madvise"
+     * mode): decode streams all weights per token, and 4 KiB pages cost a
+     * page walk every 4 KiB of each stream */
+    if (bytes >= CPU_HUGE_MIN) {
+        align = CPU_HUGE;
+    }
+    if (bytes > SIZE_MAX - align) {
         return LKV_ERR_NOMEM;
     }
-    rounded = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    rounded = (bytes + align - 1) / align * align;
     if (rounded == 0) {
-        rounded = CPU_ALIGN;
+        rounded = align;
     }
-    mem = aligned_alloc(CPU_ALIGN, rounded);
+    mem = aligned_alloc(align, rounded);
     if (mem == NULL) {
         LKV_LOG_ERROR("cannot allocate %zu bytes of backend memory", bytes);
         return LKV_ERR_NOMEM;
     }
+#ifdef MADV_HUGEPAGE
+    if (align == CPU_HUGE) {
+        (void)madvise(mem, rounded, MADV_HUGEPAGE); /* a hint only */
+    }
+#endif
     *p = mem;
     return LKV_OK;
 }

@@ -3,18 +3,19 @@
  *
  * The sequence metadata (q_start, ctx_len, block_table) is device memory, so
  * the host never knows the number of query rows per sequence. Every call
- * launches both kernels below and each picks its sequences on the device:
- *  - decode (sequences with exactly one query): flash-decoding. Grid
- *    (head, seq, split); each block scores a contiguous slice of the
- *    sequence's keys (slice length = ceil(ctx / n_splits), decided on the
- *    device from the real context length) with one warp per key and an
- *    online softmax, writes a partial (max, sum, acc[head_dim]); a combine
- *    kernel merges the splits.
- *  - prefill (sequences with more than one query): tiled causal attention
- *    with an online softmax; 16 query rows x 32 keys per tile, K/V tiles
- *    gathered from the paged pool into shared memory (converted to f32).
- *    Persistent grid (head, G): blocks stride over the (seq, query-tile)
- *    list, so no host-side count is needed.
+ * is one launch of k_attn; its blocks pick their work on the device:
+ *  - decode rows of the grid (sequences with exactly one query):
+ *    flash-decoding. Block (head, seq, split) scores a contiguous slice of
+ *    the sequence's keys (slice length = ceil(ctx / n_splits), decided on
+ *    the device from the real context length); each warp loads K and V of
+ *    DEC_KU keys at once, online softmax; the block writes a partial (max,
+ *    sum, acc[head_dim]) and the last split block of (seq, head) to finish
+ *    (atomic ticket) merges the partials into the output.
+ *  - prefill rows (sequences with more than one query): tiled causal
+ *    attention with an online softmax; 16 query rows x 32 keys per tile,
+ *    K/V tiles gathered from the paged pool into shared memory (converted
+ *    to f32). G persistent blocks per head stride over the (seq,
+ *    query-tile) list, so no host-side count is needed.
  * GQA: query head h reads KV head h / (n_heads / n_kv_heads). head_dim up to
  * 256. Accumulation and softmax in f32 (expf, not the fast intrinsics).
  * Threading: the step thread.
@@ -102,14 +103,48 @@ __device__ __forceinline__ size_t k_index(const attn_geo &g, int s, int p,
 /* ---- decode: split-K ---- */
 
 #define DEC_WARPS 4
+#define DEC_KU    4 /* keys per warp per iteration */
 
+/* Merge the n_splits partials of (s, h) into output row q0. Partials may
+ * have been written by other blocks: read them through L2 (__ldcg). */
+__device__ void attn_combine(float *o, const float *pp, const attn_geo &g,
+                             int n_splits, int q0, int h)
+{
+    const size_t st = (size_t)(g.hd + 2);
+    float        M = -INFINITY, L = 0.0f;
+
+    for (int i = 0; i < n_splits; i++) {
+        M = fmaxf(M, __ldcg(pp + i * st));
+    }
+    for (int i = 0; i < n_splits; i++) {
+        float mi = __ldcg(pp + i * st);
+        if (mi != -INFINITY) {
+            L += __ldcg(pp + i * st + 1) * expf(mi - M);
+        }
+    }
+    float *orow = o + ((size_t)q0 * g.n_heads + h) * g.hd;
+    for (int d = threadIdx.x; d < g.hd; d += blockDim.x) {
+        float a = 0.0f;
+        for (int i = 0; i < n_splits; i++) {
+            float mi = __ldcg(pp + i * st);
+            if (mi != -INFINITY) {
+                a += __ldcg(pp + i * st + 2 + d) * expf(mi - M);
+            }
+        }
+        orow[d] = L > 0.0f ? a / L : 0.0f;
+    }
+}
+
+/* One split of one (sequence, head) of a decode sequence. The block that
+ * finishes last among the splits of (s, h) (ticket in cnt, reset to 0 for
+ * the next call) merges them, so no separate combine launch is needed. */
 template <int DMAX>
-__global__ void __launch_bounds__(DEC_WARPS * 32)
-    k_attn_decode(float *part, const float *q, const void *pool, attn_geo g,
-                  int n_splits)
+__device__ void attn_decode(float *o, float *part, unsigned *cnt,
+                            const float *q, const void *pool,
+                            const attn_geo &g, int n_splits, int s, int split)
 {
     constexpr int NJ = DMAX / 32;
-    int           h = blockIdx.x, s = blockIdx.y, split = blockIdx.z;
+    int           h    = blockIdx.x;
     int           lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int           q0   = g.q_start[s];
 
@@ -131,30 +166,56 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
         qv[j]  = d < g.hd ? qr[d] : 0.0f;
         acc[j] = 0.0f;
     }
+    /* each warp takes DEC_KU consecutive keys at a time: their K and V rows
+     * are loaded together before any math so DEC_KU * 2 * NJ loads per lane
+     * are in flight (decode attention is bandwidth-bound) */
     float m = -INFINITY, l = 0.0f;
-    for (int p = kb + warp; p < ke; p += DEC_WARPS) {
-        size_t ki  = k_index(g, s, p, kvh);
-        float  dot = 0.0f;
+    for (int p0 = kb + warp * DEC_KU; p0 < ke; p0 += DEC_WARPS * DEC_KU) {
+        float  kr[DEC_KU][NJ], vr[DEC_KU][NJ], sc[DEC_KU];
+        size_t ki[DEC_KU];
 #pragma unroll
-        for (int j = 0; j < NJ; j++) {
-            int d = lane + 32 * j;
-            if (d < g.hd) {
-                dot += qv[j] * lkv_ld(pool, g.dtype, ki + d);
+        for (int u = 0; u < DEC_KU; u++) {
+            ki[u] = p0 + u < ke ? k_index(g, s, p0 + u, kvh) : 0;
+        }
+#pragma unroll
+        for (int u = 0; u < DEC_KU; u++) {
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                int  d  = lane + 32 * j;
+                bool ok = p0 + u < ke && d < g.hd;
+                kr[u][j] = ok ? lkv_ld(pool, g.dtype, ki[u] + d) : 0.0f;
+                vr[u][j] = ok ? lkv_ld(pool, g.dtype, ki[u] + vofs + d) : 0.0f;
             }
         }
-        float sc    = lkv_warp_sum(dot) * g.scale;
-        float m_new = fmaxf(m, sc);
-        float corr  = expf(m - m_new); /* m = -inf: 0 */
-        float pw    = expf(sc - m_new);
-        l           = l * corr + pw;
+        float mx = m;
+#pragma unroll
+        for (int u = 0; u < DEC_KU; u++) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                dot += qv[j] * kr[u][j];
+            }
+            dot   = lkv_warp_sum(dot) * g.scale;
+            sc[u] = p0 + u < ke ? dot : -INFINITY;
+            mx    = fmaxf(mx, sc[u]);
+        }
+        /* p0 < ke: sc[0] is finite, so mx is too */
+        float corr = expf(m - mx); /* m == -inf: 0 */
+        l *= corr;
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
-            int d  = lane + 32 * j;
-            acc[j] = acc[j] * corr +
-                     (d < g.hd ? pw * lkv_ld(pool, g.dtype, ki + vofs + d)
-                               : 0.0f);
+            acc[j] *= corr;
         }
-        m = m_new;
+#pragma unroll
+        for (int u = 0; u < DEC_KU; u++) {
+            float pw = sc[u] == -INFINITY ? 0.0f : expf(sc[u] - mx);
+            l += pw;
+#pragma unroll
+            for (int j = 0; j < NJ; j++) {
+                acc[j] += pw * vr[u][j];
+            }
+        }
+        m = mx;
     }
 
     /* merge the warps */
@@ -194,39 +255,24 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
         out[0] = M;
         out[1] = L;
     }
-}
-
-__global__ void k_attn_combine(float *o, const float *part, attn_geo g,
-                               int n_splits)
-{
-    int h = blockIdx.x, s = blockIdx.y;
-    int q0 = g.q_start[s];
-
-    if (g.q_start[s + 1] - q0 != 1) {
-        return;
-    }
-    const float *pp = part + ((size_t)s * g.n_heads + h) * n_splits *
-                                 (size_t)(g.hd + 2);
-    float M = -INFINITY, L = 0.0f;
-    for (int i = 0; i < n_splits; i++) {
-        M = fmaxf(M, pp[(size_t)i * (g.hd + 2)]);
-    }
-    for (int i = 0; i < n_splits; i++) {
-        float mi = pp[(size_t)i * (g.hd + 2)];
-        if (mi != -INFINITY) {
-            L += pp[(size_t)i * (g.hd + 2) + 1] * expf(mi - M);
+    /* publish the partial, then take a ticket */
+    __threadfence();
+    __syncthreads();
+    __shared__ int last;
+    if (threadIdx.x == 0) {
+        unsigned *c = cnt + (size_t)s * g.n_heads + h;
+        unsigned  t = atomicAdd(c, 1u);
+        last        = t == (unsigned)n_splits - 1;
+        if (last) {
+            *c = 0; /* ready for the next call (stream-ordered) */
         }
     }
-    float *orow = o + ((size_t)q0 * g.n_heads + h) * g.hd;
-    for (int d = threadIdx.x; d < g.hd; d += blockDim.x) {
-        float a = 0.0f;
-        for (int i = 0; i < n_splits; i++) {
-            float mi = pp[(size_t)i * (g.hd + 2)];
-            if (mi != -INFINITY) {
-                a += pp[(size_t)i * (g.hd + 2) + 2 + d] * expf(mi - M);
-            }
-        }
-        orow[d] = L > 0.0f ? a / L : 0.0f;
+    __syncthreads();
+    if (last) {
+        __threadfence();
+        attn_combine(o, part + ((size_t)s * g.n_heads + h) * n_splits *
+                                   (size_t)(g.hd + 2),
+                     g, n_splits, q0, h);
     }
 }
 
@@ -242,9 +288,11 @@ static size_t prefill_smem(int hd)
                             (size_t)PF_BK * hd + (size_t)PF_BQ * (PF_BK + 1));
 }
 
+/* Prefill tiles: this block is number gy of G blocks striding over the
+ * (sequence, query tile) list of head blockIdx.x. */
 template <int DMAX>
-__global__ void __launch_bounds__(PF_THREADS)
-    k_attn_prefill(float *o, const float *q, const void *pool, attn_geo g)
+__device__ void attn_prefill(float *o, const float *q, const void *pool,
+                             const attn_geo &g, int gy, int G)
 {
     constexpr int NJ = DMAX / 8;
     extern __shared__ float smem[];
@@ -270,7 +318,7 @@ __global__ void __launch_bounds__(PF_THREADS)
         int ctx     = min(g.ctx_len[s], g.bt_stride * g.bs);
         int n_tiles = (nq + PF_BQ - 1) / PF_BQ;
         for (int t = 0; t < n_tiles; t++, tile_no++) {
-            if (tile_no % (int)gridDim.y != (int)blockIdx.y) {
+            if (tile_no % G != gy) {
                 continue;
             }
             int rows = min(PF_BQ, nq - t * PF_BQ);
@@ -379,6 +427,26 @@ __global__ void __launch_bounds__(PF_THREADS)
     }
 }
 
+/* One launch for both kinds of sequences: blocks with y < n_seqs * n_splits
+ * are decode splits, the remaining G rows of y are prefill tile workers. */
+template <int DMAX>
+__global__ void __launch_bounds__(PF_THREADS)
+    k_attn(float *o, float *part, unsigned *cnt, const float *q,
+           const void *pool, attn_geo g, int n_splits)
+{
+    int n_dec = g.n_seqs * n_splits;
+    int y     = (int)blockIdx.y;
+
+    if (y < n_dec) {
+        attn_decode<DMAX>(o, part, cnt, q, pool, g, n_splits, y / n_splits,
+                          y % n_splits);
+    } else {
+        attn_prefill<DMAX>(o, q, pool, g, y - n_dec, (int)gridDim.y - n_dec);
+    }
+}
+
+static_assert(DEC_WARPS * 32 == PF_THREADS, "one block size for both paths");
+
 template <int DMAX>
 static lkv_status_t launch_attn(lkv_cuda_t *cu, float *out, const float *q,
                                 const void *pool, const attn_geo &g)
@@ -390,6 +458,7 @@ static lkv_status_t launch_attn(lkv_cuda_t *cu, float *out, const float *q,
     int          max_split = (max_ctx + 63) / 64;
     float       *part;
     size_t       smem = prefill_smem(g.hd);
+    size_t       n_cnt = (size_t)g.n_seqs * g.n_heads;
     int          grid_y;
 
     if (n_splits > max_split) {
@@ -401,41 +470,48 @@ static lkv_status_t launch_attn(lkv_cuda_t *cu, float *out, const float *q,
     if (n_splits < 1) {
         n_splits = 1;
     }
-    LKV_CHECK(lkv_cuda_scratch(cu, LKV_CUDA_SCRATCH_ATTN,
-                               sizeof(float) * (size_t)g.n_seqs * g.n_heads *
-                                   n_splits * (g.hd + 2),
-                               (void **)&part));
-    if (g.n_seqs > 65535) {
-        LKV_LOG_ERROR("attention: %d sequences in one call; at most 65535",
-                      g.n_seqs);
+    grid_y = (4 * cu->n_sms + g.n_heads - 1) / g.n_heads;
+    if (grid_y > 1024) {
+        grid_y = 1024;
+    }
+    if ((size_t)g.n_seqs * n_splits + grid_y > 65535) {
+        LKV_LOG_ERROR("attention: %d sequences in one call is too many for "
+                      "cuda (at most %d)",
+                      g.n_seqs, (65535 - grid_y) / n_splits);
         return LKV_ERR_INVALID;
     }
-    dim3 dgrid((unsigned)g.n_heads, (unsigned)g.n_seqs, (unsigned)n_splits);
-    k_attn_decode<DMAX><<<dgrid, DEC_WARPS * 32, 0, s>>>(part, q, pool, g,
-                                                         n_splits);
-    LKV_CUDA_LAUNCHED("attention decode");
-    dim3 cgrid((unsigned)g.n_heads, (unsigned)g.n_seqs);
-    k_attn_combine<<<cgrid, 128, 0, s>>>(out, part, g, n_splits);
-    LKV_CUDA_LAUNCHED("attention combine");
-
     if (smem > cu->smem_optin) {
         LKV_LOG_ERROR("attention: head_dim %d needs %zu bytes of shared "
                       "memory, the device has %zu",
                       g.hd, smem, cu->smem_optin);
         return LKV_ERR_UNSUPPORTED;
     }
+    LKV_CHECK(lkv_cuda_scratch(cu, LKV_CUDA_SCRATCH_ATTN,
+                               sizeof(float) * n_cnt * n_splits * (g.hd + 2),
+                               (void **)&part));
+    if (cu->attn_cnt_n < n_cnt) {
+        /* split tickets: zeroed once, reset by the kernel after each use */
+        size_t want = n_cnt < 4096 ? 4096 : 2 * n_cnt;
+        void  *np   = NULL;
+        if (cu->attn_cnt != NULL) {
+            LKV_CUDA_TRY(cudaFreeAsync(cu->attn_cnt, s));
+            cu->attn_cnt   = NULL;
+            cu->attn_cnt_n = 0;
+        }
+        LKV_CUDA_TRY(cudaMallocAsync(&np, want * sizeof(unsigned), s));
+        LKV_CUDA_TRY(cudaMemsetAsync(np, 0, want * sizeof(unsigned), s));
+        cu->attn_cnt   = (unsigned *)np;
+        cu->attn_cnt_n = want;
+    }
     if (smem > 48 * 1024) {
         LKV_CUDA_TRY(cudaFuncSetAttribute(
-            k_attn_prefill<DMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            k_attn<DMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
             (int)smem));
     }
-    grid_y = (4 * cu->n_sms + g.n_heads - 1) / g.n_heads;
-    if (grid_y > 1024) {
-        grid_y = 1024;
-    }
-    dim3 pgrid((unsigned)g.n_heads, (unsigned)grid_y);
-    k_attn_prefill<DMAX><<<pgrid, PF_THREADS, smem, s>>>(out, q, pool, g);
-    LKV_CUDA_LAUNCHED("attention prefill");
+    dim3 grid((unsigned)g.n_heads, (unsigned)(g.n_seqs * n_splits + grid_y));
+    k_attn<DMAX><<<grid, PF_THREADS, smem, s>>>(out, part, cu->attn_cnt, q,
+                                                 pool, g, n_splits);
+    LKV_CUDA_LAUNCHED("attention");
     return LKV_OK;
 }
 

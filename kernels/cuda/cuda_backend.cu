@@ -129,8 +129,24 @@ static void destroy_impl(lkv_cuda_t *cu)
             (void)cudaFree(cu->scratch[i]);
         }
     }
+    if (cu->attn_cnt != NULL) {
+        (void)cudaFree(cu->attn_cnt);
+    }
     if (cu->host_stage != NULL) {
         (void)cudaFreeHost(cu->host_stage);
+    }
+    if (cu->up_ring != NULL) {
+        (void)cudaFreeHost(cu->up_ring);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (cu->up_done[i] != NULL) {
+            (void)cudaEventDestroy(cu->up_done[i]);
+        }
+    }
+    for (int q = 0; q < LKV_KERN_QUEUE_COUNT; q++) {
+        if (cu->up_fence[q] != NULL) {
+            (void)cudaEventDestroy(cu->up_fence[q]);
+        }
     }
     if (cu->blas != NULL) {
         (void)cublasDestroy(cu->blas);
@@ -203,6 +219,23 @@ extern "C" lkv_status_t lkv_cuda_open(lkv_kern_backend_t *be,
         if (err != cudaSuccess) {
             cu->stream[q] = NULL;
             lkv_cuda_error(err, "cudaStreamCreateWithFlags", __FILE__,
+                           __LINE__);
+            goto fail;
+        }
+    }
+    err = cudaHostAlloc((void **)&cu->up_ring, 2 * LKV_CUDA_UP_HALF,
+                        cudaHostAllocDefault);
+    if (err != cudaSuccess) {
+        cu->up_ring = NULL;
+        lkv_cuda_error(err, "cudaHostAlloc (upload ring)", __FILE__, __LINE__);
+        goto fail;
+    }
+    for (int i = 0; i < 2 + LKV_KERN_QUEUE_COUNT; i++) {
+        cudaEvent_t *ev = i < 2 ? &cu->up_done[i] : &cu->up_fence[i - 2];
+        err = cudaEventCreateWithFlags(ev, cudaEventDisableTiming);
+        if (err != cudaSuccess) {
+            *ev = NULL;
+            lkv_cuda_error(err, "cudaEventCreateWithFlags", __FILE__,
                            __LINE__);
             goto fail;
         }
@@ -309,10 +342,58 @@ extern "C" void lkv_cuda_host_free(lkv_kern_backend_t *be, void *p)
     }
 }
 
+/* mem_upload: "synchronous" means the source may be reused at once and
+ * every later operation sees the data. Large uploads (weights) copy and wait.
+ * Small ones (per-step metadata: block tables, slots, positions) are copied
+ * into a pinned ring and queued on the compute stream with no host wait, so
+ * the worker's per-layer table uploads do not stall the GPU; later compute
+ * work is ordered by the stream, later mem_download too, and the next
+ * copy_async / event_record on a copy queue first waits for the compute
+ * stream (up_dirty), so cross-queue users also see the data. */
+static lkv_status_t upload_staged(lkv_cuda_t *cu, void *dst,
+                                  const void *host_src, size_t bytes)
+{
+    cudaStream_t s = cu->stream[LKV_KERN_QUEUE_COMPUTE];
+
+    if (cu->up_off + bytes > LKV_CUDA_UP_HALF) {
+        /* leave this half; make sure the other one's copies have run */
+        LKV_CUDA_TRY(cudaEventRecord(cu->up_done[cu->up_half], s));
+        cu->up_pending[cu->up_half] = 1;
+        cu->up_half ^= 1;
+        cu->up_off = 0;
+        if (cu->up_pending[cu->up_half]) {
+            LKV_CUDA_TRY(cudaEventSynchronize(cu->up_done[cu->up_half]));
+            cu->up_pending[cu->up_half] = 0;
+        }
+    }
+    char *stage = cu->up_ring + (size_t)cu->up_half * LKV_CUDA_UP_HALF +
+                  cu->up_off;
+    memcpy(stage, host_src, bytes);
+    LKV_CUDA_TRY(cudaMemcpyAsync(dst, stage, bytes, cudaMemcpyHostToDevice, s));
+    cu->up_off += (bytes + 63) & ~(size_t)63;
+    __atomic_store_n(&cu->up_dirty[LKV_KERN_QUEUE_D2H], 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&cu->up_dirty[LKV_KERN_QUEUE_H2D], 1, __ATOMIC_RELEASE);
+    return LKV_OK;
+}
+
+/* before work on copy queue q: wait for staged uploads (see above) */
+static lkv_status_t upload_fence(lkv_cuda_t *cu, lkv_kern_queue_t q)
+{
+    if (q == LKV_KERN_QUEUE_COMPUTE ||
+        !__atomic_exchange_n(&cu->up_dirty[q], 0, __ATOMIC_ACQ_REL)) {
+        return LKV_OK;
+    }
+    LKV_CUDA_TRY(cudaEventRecord(cu->up_fence[q],
+                                 cu->stream[LKV_KERN_QUEUE_COMPUTE]));
+    LKV_CUDA_TRY(cudaStreamWaitEvent(cu->stream[q], cu->up_fence[q], 0));
+    return LKV_OK;
+}
+
 extern "C" lkv_status_t lkv_cuda_mem_upload(lkv_kern_backend_t *be, void *dst,
                                             const void *host_src, size_t bytes)
 {
-    cudaStream_t s = lkv_cuda_compute(be);
+    lkv_cuda_t  *cu = lkv_cuda_of(be);
+    cudaStream_t s  = lkv_cuda_compute(be);
 
     if (bytes == 0) {
         return LKV_OK;
@@ -320,7 +401,10 @@ extern "C" lkv_status_t lkv_cuda_mem_upload(lkv_kern_backend_t *be, void *dst,
     if (dst == NULL || host_src == NULL) {
         return LKV_ERR_INVALID;
     }
-    LKV_CUDA_TRY(cudaSetDevice(lkv_cuda_of(be)->device));
+    LKV_CUDA_TRY(cudaSetDevice(cu->device));
+    if (bytes <= LKV_CUDA_UP_HALF / 4) {
+        return upload_staged(cu, dst, host_src, bytes);
+    }
     /* ordered after queued compute; pageable source: staged by the driver */
     LKV_CUDA_TRY(
         cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s));
@@ -360,27 +444,13 @@ extern "C" lkv_status_t lkv_cuda_copy_async(lkv_kern_backend_t *be,
                                             void *dst, const void *src,
                                             size_t bytes)
 {
-    lkv_cuda_t    *cu = lkv_cuda_of(be);
-    cudaMemcpyKind k;
+    lkv_cuda_t *cu = lkv_cuda_of(be);
 
     if (!queue_ok(q)) {
         LKV_LOG_ERROR("copy on unknown queue %d", (int)q);
         return LKV_ERR_INVALID;
     }
-    switch (kind) {
-    case LKV_KERN_COPY_H2D:
-        k = cudaMemcpyHostToDevice;
-        break;
-    case LKV_KERN_COPY_D2H:
-        k = cudaMemcpyDeviceToHost;
-        break;
-    case LKV_KERN_COPY_D2D:
-        k = cudaMemcpyDeviceToDevice;
-        break;
-    case LKV_KERN_COPY_H2H:
-        k = cudaMemcpyHostToHost;
-        break;
-    default:
+    if ((int)kind < (int)LKV_KERN_COPY_H2D || (int)kind > (int)LKV_KERN_COPY_H2H) {
         LKV_LOG_ERROR("unknown copy kind %d", (int)kind);
         return LKV_ERR_INVALID;
     }
@@ -391,7 +461,11 @@ extern "C" lkv_status_t lkv_cuda_copy_async(lkv_kern_backend_t *be,
         return LKV_ERR_INVALID;
     }
     LKV_CUDA_TRY(cudaSetDevice(cu->device));
-    LKV_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, k, cu->stream[q]));
+    LKV_CHECK(upload_fence(cu, q));
+    /* unified addressing tells where each pointer lives; the kind is the
+     * caller's statement of intent (it picks the queue, not the engine) */
+    LKV_CUDA_TRY(
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cu->stream[q]));
     return LKV_OK;
 }
 
@@ -437,6 +511,7 @@ extern "C" lkv_status_t lkv_cuda_event_record(lkv_kern_backend_t *be,
         return LKV_ERR_INVALID;
     }
     LKV_CUDA_TRY(cudaSetDevice(lkv_cuda_of(be)->device));
+    LKV_CHECK(upload_fence(lkv_cuda_of(be), q));
     LKV_CUDA_TRY(cudaEventRecord(e->ev, lkv_cuda_of(be)->stream[q]));
     return LKV_OK;
 }

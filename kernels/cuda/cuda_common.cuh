@@ -39,7 +39,20 @@ typedef struct lkv_cuda {
     void           *host_stage; /* pinned staging, compute queue only */
     size_t          host_stage_bytes;
     int             gemv_max_rows;    /* use the GEMV kernel for n <= this */
+    unsigned       *attn_cnt;         /* split tickets of decode attention */
+    size_t          attn_cnt_n;
+    /* small mem_upload()s are staged through a pinned ring and queued on
+     * the compute stream without a host wait (see cuda_backend.cu) */
+    char           *up_ring;        /* 2 halves of LKV_CUDA_UP_HALF bytes */
+    int             up_half;        /* half being filled */
+    size_t          up_off;         /* bytes used in it */
+    cudaEvent_t     up_done[2];     /* recorded when a half was left */
+    int             up_pending[2];  /* up_done[i] recorded, not yet waited */
+    int             up_dirty[LKV_KERN_QUEUE_COUNT]; /* copy queue must fence */
+    cudaEvent_t     up_fence[LKV_KERN_QUEUE_COUNT];
 } lkv_cuda_t;
+
+#define LKV_CUDA_UP_HALF ((size_t)1 << 20)
 
 struct lkv_kern_event {
     cudaEvent_t ev;

@@ -2,10 +2,11 @@
  * here (double accumulation, no paging tricks), with random inputs and odd
  * shapes, f32/f16/bf16 weights and KV, both RoPE styles, GQA paged attention
  * over shuffled block tables with mixed prefill and decode, and sampling
- * (greedy, seeds, top-k, top-p, distribution). Each op is run on three
+ * (greedy, seeds, top-k, top-p, distribution). Each op is run on four
  * backends: 1 thread, 3 threads (SIMD) and 2 threads with SIMD disabled
  * (LKV_CPU_NO_SIMD), so the pool, the AVX-512 code and the scalar fallback
- * are all checked. */
+ * are all checked, plus 2 threads with OpenBLAS forced for multi-token
+ * matmuls (LKV_CPU_GEMM=blas). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,7 +19,7 @@
 
 #include "kernels/kernels.h"
 
-#define N_BE 3
+#define N_BE 4
 
 typedef struct {
     lkv_kern_backend_t *be[N_BE];
@@ -94,7 +95,7 @@ static int setup(void **state)
 {
     fixture_t        *f = calloc(1, sizeof(*f));
     lkv_kern_config_t cfg;
-    int               threads[N_BE] = {1, 3, 2};
+    int               threads[N_BE] = {1, 3, 2, 2};
 
     if (f == NULL) {
         return -1;
@@ -105,10 +106,14 @@ static int setup(void **state)
         if (i == 2) {
             setenv("LKV_CPU_NO_SIMD", "1", 1);
         }
+        if (i == 3) {
+            setenv("LKV_CPU_GEMM", "blas", 1);
+        }
         if (lkv_kern_backend_open("cpu", &cfg, &f->be[i]) != LKV_OK) {
             return -1;
         }
         unsetenv("LKV_CPU_NO_SIMD");
+        unsetenv("LKV_CPU_GEMM");
     }
     *state = f;
     return 0;
@@ -220,8 +225,7 @@ static void backend_open_rejects_bad_thread_count(void **state)
     cfg.n_threads = -1;
     assert_int_equal(lkv_kern_backend_open("cpu", &cfg, &be), LKV_ERR_INVALID);
     assert_null(be);
-    assert_int_equal(lkv_kern_backend_open("tpu", NULL, &be),
-                     LKV_ERR_NOTFOUND);
+    assert_int_equal(lkv_kern_backend_open("tpu", NULL, &be), LKV_ERR_NOTFOUND);
     cfg.n_threads = 0; /* all cpus */
     assert_int_equal(lkv_kern_backend_open("cpu", &cfg, &be), LKV_OK);
     lkv_kern_backend_close(&be);
@@ -246,11 +250,11 @@ static void matmul_ref(double *y, const float *x, const float *w_rounded,
 
 static void matmul_matches_reference_all_dtypes_and_shapes(void **state)
 {
-    fixture_t *f          = *state;
+    fixture_t *f           = *state;
     const int  shapes[][3] = {
-        {1, 1, 1},     {1, 17, 33},  {1, 64, 64},   {2, 31, 7},
-        {3, 64, 129},  {4, 1000, 37}, {5, 33, 300}, {17, 257, 65},
-        {64, 512, 96}, {1, 768, 2048}, {2, 2048, 70},
+         {1, 1, 1},     {1, 17, 33},    {1, 64, 64},   {2, 31, 7},
+         {3, 64, 129},  {4, 1000, 37},  {5, 33, 300},  {17, 257, 65},
+         {64, 512, 96}, {1, 768, 2048}, {2, 2048, 70}, {130, 40, 24},
     };
     const lkv_dtype_t dts[] = {LKV_DTYPE_F32, LKV_DTYPE_F16, LKV_DTYPE_BF16};
 
@@ -277,8 +281,7 @@ static void matmul_matches_reference_all_dtypes_and_shapes(void **state)
                 for (int bi = 0; bi < N_BE; bi++) {
                     memset(y, 0xff, sizeof(float) * n * out);
                     assert_int_equal(LKV_KERN_CALL(f->be[bi], matmul, y, x,
-                                                   wenc, dts[d], b, n, in,
-                                                   out),
+                                                   wenc, dts[d], b, n, in, out),
                                      LKV_OK);
                     assert_close(y, ref, (size_t)n * out,
                                  1e-5 * sqrt((double)in), 1e-5, "matmul");
@@ -297,34 +300,34 @@ static void matmul_matches_reference_all_dtypes_and_shapes(void **state)
 
 static void matmul_rejects_bad_arguments_and_leaves_output(void **state)
 {
-    fixture_t          *f  = *state;
-    lkv_kern_backend_t *be = f->be[1];
+    fixture_t          *f    = *state;
+    lkv_kern_backend_t *be   = f->be[1];
     float               x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1};
     float               y[2] = {7, 7};
 
-    assert_int_equal(LKV_KERN_CALL(be, matmul, y, x, w, LKV_DTYPE_F32, NULL,
-                                   -1, 2, 2),
-                     LKV_ERR_INVALID);
-    assert_int_equal(LKV_KERN_CALL(be, matmul, y, x, w, (lkv_dtype_t)9, NULL,
-                                   1, 2, 2),
-                     LKV_ERR_INVALID);
-    assert_int_equal(LKV_KERN_CALL(be, matmul, y, NULL, w, LKV_DTYPE_F32,
-                                   NULL, 1, 2, 2),
-                     LKV_ERR_INVALID);
-    assert_int_equal(LKV_KERN_CALL(be, matmul, y, x, w, LKV_DTYPE_F32, NULL,
-                                   1, 0, 2),
-                     LKV_ERR_INVALID);
+    assert_int_equal(
+        LKV_KERN_CALL(be, matmul, y, x, w, LKV_DTYPE_F32, NULL, -1, 2, 2),
+        LKV_ERR_INVALID);
+    assert_int_equal(
+        LKV_KERN_CALL(be, matmul, y, x, w, (lkv_dtype_t)9, NULL, 1, 2, 2),
+        LKV_ERR_INVALID);
+    assert_int_equal(
+        LKV_KERN_CALL(be, matmul, y, NULL, w, LKV_DTYPE_F32, NULL, 1, 2, 2),
+        LKV_ERR_INVALID);
+    assert_int_equal(
+        LKV_KERN_CALL(be, matmul, y, x, w, LKV_DTYPE_F32, NULL, 1, 0, 2),
+        LKV_ERR_INVALID);
     assert_true(y[0] == 7 && y[1] == 7);
     /* n == 0 is a no-op */
-    assert_int_equal(LKV_KERN_CALL(be, matmul, y, x, w, LKV_DTYPE_F32, NULL,
-                                   0, 2, 2),
-                     LKV_OK);
+    assert_int_equal(
+        LKV_KERN_CALL(be, matmul, y, x, w, LKV_DTYPE_F32, NULL, 0, 2, 2),
+        LKV_OK);
 }
 
 /* ---- embedding, rmsnorm, add, swiglu, gather ---- */
 static void embedding_and_gather_copy_the_right_rows(void **state)
 {
-    fixture_t        *f = *state;
+    fixture_t *f = *state;
     enum { V = 37, D = 19, N = 6 };
     float             table[V * D], out[N * D], dst[N * D];
     int32_t           ids[N] = {0, 36, 5, 5, 17, 1};
@@ -351,24 +354,22 @@ static void embedding_and_gather_copy_the_right_rows(void **state)
                                    LKV_DTYPE_F32, ids, N, D),
                      LKV_ERR_INVALID);
     ids[2] = 5;
-    assert_int_equal(LKV_KERN_CALL(f->be[0], gather_rows, dst, table, ids, N,
-                                   D),
-                     LKV_OK);
+    assert_int_equal(
+        LKV_KERN_CALL(f->be[0], gather_rows, dst, table, ids, N, D), LKV_OK);
     for (int i = 0; i < N; i++) {
-        assert_memory_equal(dst + i * D, table + ids[i] * D,
-                            D * sizeof(float));
+        assert_memory_equal(dst + i * D, table + ids[i] * D, D * sizeof(float));
     }
     ids[0] = -3;
-    assert_int_equal(LKV_KERN_CALL(f->be[0], gather_rows, dst, table, ids, N,
-                                   D),
-                     LKV_ERR_INVALID);
+    assert_int_equal(
+        LKV_KERN_CALL(f->be[0], gather_rows, dst, table, ids, N, D),
+        LKV_ERR_INVALID);
 }
 
 static void rmsnorm_matches_reference_in_place(void **state)
 {
-    fixture_t        *f        = *state;
-    const int         dims[]   = {1, 7, 64, 259};
-    const lkv_dtype_t dts[]    = {LKV_DTYPE_F32, LKV_DTYPE_F16, LKV_DTYPE_BF16};
+    fixture_t        *f      = *state;
+    const int         dims[] = {1, 7, 64, 259};
+    const lkv_dtype_t dts[]  = {LKV_DTYPE_F32, LKV_DTYPE_F16, LKV_DTYPE_BF16};
     enum { N = 3 };
 
     for (int di = 0; di < 4; di++) {
@@ -413,8 +414,8 @@ static void add_and_swiglu_match_reference_with_aliasing(void **state)
 {
     fixture_t *f = *state;
     enum { N = 1001 };
-    float      a[N], b[N], y[N];
-    double     ref[N];
+    float  a[N], b[N], y[N];
+    double ref[N];
 
     fill_rand(a, N, 8.0f);
     fill_rand(b, N, 8.0f);
@@ -452,9 +453,9 @@ static void rope_ref(double *out, const float *x, const int32_t *pos, int n,
             for (int i = 0; i < rot / 2; i++) {
                 double th = (double)((float)pos[t] * inv_freq[i]);
                 int    i0 = style == LKV_ROPE_ADJACENT ? 2 * i : i;
-                int    i1 = style == LKV_ROPE_ADJACENT ? 2 * i + 1 : i + rot / 2;
-                oh[i0]    = xh[i0] * cos(th) - xh[i1] * sin(th);
-                oh[i1]    = xh[i0] * sin(th) + xh[i1] * cos(th);
+                int i1 = style == LKV_ROPE_ADJACENT ? 2 * i + 1 : i + rot / 2;
+                oh[i0] = xh[i0] * cos(th) - xh[i1] * sin(th);
+                oh[i1] = xh[i0] * sin(th) + xh[i1] * cos(th);
             }
         }
     }
@@ -462,9 +463,9 @@ static void rope_ref(double *out, const float *x, const int32_t *pos, int n,
 
 static void rope_both_styles_match_reference(void **state)
 {
-    fixture_t *f          = *state;
-    const int  cfgs[][3]  = {{2, 8, 8}, {3, 64, 64}, {2, 80, 32}, {1, 6, 0}};
-    int32_t    pos[5]     = {0, 1, 7, 300, 4095};
+    fixture_t *f         = *state;
+    const int  cfgs[][3] = {{2, 8, 8}, {3, 64, 64}, {2, 80, 32}, {1, 6, 0}};
+    int32_t    pos[5]    = {0, 1, 7, 300, 4095};
     enum { N = 5 };
 
     for (int ci = 0; ci < 4; ci++) {
@@ -485,8 +486,7 @@ static void rope_both_styles_match_reference(void **state)
             for (int bi = 0; bi < N_BE; bi++) {
                 memcpy(y, x, ne * sizeof(float));
                 assert_int_equal(LKV_KERN_CALL(f->be[bi], rope, y, pos, N, nh,
-                                               hd, rot,
-                                               (lkv_rope_style_t)style,
+                                               hd, rot, (lkv_rope_style_t)style,
                                                inv_freq),
                                  LKV_OK);
                 assert_close(y, r, ne, 2e-5, 1e-5, "rope");
@@ -512,10 +512,10 @@ static void kv_write_follows_documented_layout(void **state)
 {
     fixture_t *f = *state;
     enum { BS = 4, KVH = 2, HD = 3, NB = 3, ROW = KVH * HD };
-    float      pool[NB * 2 * BS * ROW];
-    float      k[2 * ROW], v[2 * ROW];
-    int32_t    slots[3] = {9, -1, 2}; /* block 2 off 1; skipped; block 0 off 2 */
-    float      k3[3 * ROW], v3[3 * ROW];
+    float   pool[NB * 2 * BS * ROW];
+    float   k[2 * ROW], v[2 * ROW];
+    int32_t slots[3] = {9, -1, 2}; /* block 2 off 1; skipped; block 0 off 2 */
+    float   k3[3 * ROW], v3[3 * ROW];
 
     fill_rand(k, 2 * ROW, 1.0f);
     fill_rand(v, 2 * ROW, 1.0f);
@@ -555,18 +555,18 @@ static void attention_case(fixture_t *f, lkv_dtype_t kvdt, int n_heads,
                            int n_seqs)
 {
     int      max_blocks = 0, total_blocks = 0, n_rows = 0;
-    int32_t *q_start    = calloc((size_t)n_seqs + 1, sizeof(int32_t));
-    int32_t *ctx_len    = calloc((size_t)n_seqs, sizeof(int32_t));
-    size_t   row        = (size_t)n_kv * hd;
+    int32_t *q_start = calloc((size_t)n_seqs + 1, sizeof(int32_t));
+    int32_t *ctx_len = calloc((size_t)n_seqs, sizeof(int32_t));
+    size_t   row     = (size_t)n_kv * hd;
 
     for (int s = 0; s < n_seqs; s++) {
-        int nb = (sh[s].ctx + bs - 1) / bs;
+        int nb     = (sh[s].ctx + bs - 1) / bs;
         max_blocks = nb > max_blocks ? nb : max_blocks;
         total_blocks += nb;
         q_start[s + 1] = q_start[s] + sh[s].n_q;
         ctx_len[s]     = sh[s].ctx;
     }
-    n_rows = q_start[n_seqs];
+    n_rows          = q_start[n_seqs];
     int      stride = max_blocks + 1;
     int      n_pool = total_blocks + 3; /* spare blocks stay unused */
     int32_t *bt     = malloc(sizeof(int32_t) * n_seqs * stride);
@@ -608,8 +608,8 @@ static void attention_case(fixture_t *f, lkv_dtype_t kvdt, int n_heads,
                          LKV_OK);
         assert_int_equal(LKV_KERN_CALL(f->be[0], kv_write, pool, kvdt,
                                        slots + half, ks[s] + half * row,
-                                       vs[s] + half * row, ctx - half, n_kv,
-                                       hd, bs),
+                                       vs[s] + half * row, ctx - half, n_kv, hd,
+                                       bs),
                          LKV_OK);
         for (size_t i = 0; i < (size_t)ctx * row; i++) {
             ks[s][i] = round_dt(ks[s][i], kvdt);
@@ -633,7 +633,7 @@ static void attention_case(fixture_t *f, lkv_dtype_t kvdt, int n_heads,
             for (int h = 0; h < n_heads; h++) {
                 int          kvh = h / (n_heads / n_kv);
                 const float *qh  = q + ((size_t)r * n_heads + h) * hd;
-                double       mx  = -INFINITY, sum = 0;
+                double       mx = -INFINITY, sum = 0;
                 for (int p = 0; p <= qpos; p++) {
                     double d = 0;
                     for (int j = 0; j < hd; j++) {
@@ -658,31 +658,35 @@ static void attention_case(fixture_t *f, lkv_dtype_t kvdt, int n_heads,
         }
     }
     lkv_kern_attn_t a = {
-        .n_seqs = n_seqs, .q_start = q_start, .ctx_len = ctx_len,
-        .block_table = bt, .bt_stride = stride, .n_heads = n_heads,
-        .n_kv_heads = n_kv, .head_dim = hd, .block_size = bs, .scale = scale,
+        .n_seqs      = n_seqs,
+        .q_start     = q_start,
+        .ctx_len     = ctx_len,
+        .block_table = bt,
+        .bt_stride   = stride,
+        .n_heads     = n_heads,
+        .n_kv_heads  = n_kv,
+        .head_dim    = hd,
+        .block_size  = bs,
+        .scale       = scale,
     };
     for (int bi = 0; bi < N_BE; bi++) {
         memset(out, 0xff, sizeof(float) * qn);
-        assert_int_equal(LKV_KERN_CALL(f->be[bi], attention, out, q, pool,
-                                       kvdt, &a),
-                         LKV_OK);
+        assert_int_equal(
+            LKV_KERN_CALL(f->be[bi], attention, out, q, pool, kvdt, &a),
+            LKV_OK);
         assert_close(out, ref, qn, 2e-5, 1e-4, "attention");
     }
     /* bad inputs are rejected and leave out untouched */
     memset(out, 0, sizeof(float) * qn);
     ctx_len[0] = sh[0].n_q - 1; /* fewer keys than queries */
-    assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt,
-                                   &a),
+    assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt, &a),
                      LKV_ERR_INVALID);
     ctx_len[0] = sh[0].ctx;
     bt[0]      = -1;
-    assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt,
-                                   &a),
+    assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt, &a),
                      LKV_ERR_INVALID);
     a.n_kv_heads = n_heads + 1;
-    assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt,
-                                   &a),
+    assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt, &a),
                      LKV_ERR_INVALID);
     for (size_t i = 0; i < qn; i++) {
         assert_true(out[i] == 0.0f);
@@ -706,13 +710,13 @@ static void attention_case(fixture_t *f, lkv_dtype_t kvdt, int n_heads,
 
 static void attention_mixed_prefill_decode_gqa_matches_reference(void **state)
 {
-    fixture_t  *f = *state;
+    fixture_t *f = *state;
     /* prefill from scratch, chunked prefill, decodes, a long context that
      * spans several softmax chunks, an idle (0-query) sequence */
-    seq_shape_t mixed[] = {{7, 7}, {1, 1}, {1, 40}, {5, 33},
-                           {0, 9}, {1, 600}, {3, 3}};
-    seq_shape_t one[]   = {{1, 17}};
-    const lkv_dtype_t dts[] = {LKV_DTYPE_F32, LKV_DTYPE_F16, LKV_DTYPE_BF16};
+    seq_shape_t       mixed[] = {{7, 7}, {1, 1},   {1, 40}, {5, 33},
+                                 {0, 9}, {1, 600}, {3, 3}};
+    seq_shape_t       one[]   = {{1, 17}};
+    const lkv_dtype_t dts[]   = {LKV_DTYPE_F32, LKV_DTYPE_F16, LKV_DTYPE_BF16};
 
     for (int d = 0; d < 3; d++) {
         attention_case(f, dts[d], 8, 2, 16, 16, mixed, 7); /* GQA 4:1 */
@@ -725,30 +729,28 @@ static void attention_mixed_prefill_decode_gqa_matches_reference(void **state)
 /* ---- sampling ---- */
 static void sample_greedy_is_argmax_lowest_id_on_ties(void **state)
 {
-    fixture_t          *f = *state;
-    float               logits[2][6] = {{0, 3, 1, 3, -1, 2},
-                                        {-5, -5, -5, -5, -5, -5}};
+    fixture_t *f             = *state;
+    float      logits[2][6]  = {{0, 3, 1, 3, -1, 2}, {-5, -5, -5, -5, -5, -5}};
     lkv_sample_params_t p[2] = {{0.0f, 0, 1.0f, 1}, {-1.0f, 0, 1.0f, 2}};
     uint64_t            rng[2] = {1, 2};
     int32_t             tok[2] = {-1, -1};
 
-    assert_int_equal(LKV_KERN_CALL(f->be[0], sample, tok, &logits[0][0], 2, 6,
-                                   p, rng),
-                     LKV_OK);
+    assert_int_equal(
+        LKV_KERN_CALL(f->be[0], sample, tok, &logits[0][0], 2, 6, p, rng),
+        LKV_OK);
     assert_int_equal(tok[0], 1);
     assert_int_equal(tok[1], 0);
 }
 
 static void sample_seeded_is_reproducible_and_batch_independent(void **state)
 {
-    fixture_t          *f = *state;
+    fixture_t *f = *state;
     enum { V = 100, T = 50 };
     float               logits[3 * V];
-    lkv_sample_params_t p[3] = {{1.0f, 0, 1.0f, 42},
-                                {0.8f, 10, 0.9f, 43},
-                                {1.2f, 0, 0.95f, 42}};
-    int32_t             a[T][3], b[T][3];
-    uint64_t            rng[3];
+    lkv_sample_params_t p[3] = {
+        {1.0f, 0, 1.0f, 42}, {0.8f, 10, 0.9f, 43}, {1.2f, 0, 0.95f, 42}};
+    int32_t  a[T][3], b[T][3];
+    uint64_t rng[3];
 
     fill_rand(logits, 3 * V, 2.0f);
     for (int rep = 0; rep < 2; rep++) {
@@ -767,9 +769,9 @@ static void sample_seeded_is_reproducible_and_batch_independent(void **state)
     rng[0] = p[1].seed;
     for (int t = 0; t < T; t++) {
         int32_t tok;
-        assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &tok, logits + V, 1,
-                                       V, &p[1], rng),
-                         LKV_OK);
+        assert_int_equal(
+            LKV_KERN_CALL(f->be[0], sample, &tok, logits + V, 1, V, &p[1], rng),
+            LKV_OK);
         assert_int_equal(tok, a[t][1]);
     }
     /* the draws are not all the same token (temperature 1 over 100) */
@@ -793,7 +795,7 @@ static void sample_top_k1_and_tiny_top_p_equal_greedy(void **state)
 {
     fixture_t *f = *state;
     enum { V = 1000 };
-    float      logits[V];
+    float logits[V];
 
     for (int trial = 0; trial < 20; trial++) {
         fill_rand(logits, V, 5.0f);
@@ -811,26 +813,26 @@ static void sample_top_k1_and_tiny_top_p_equal_greedy(void **state)
         if (trial == 3) {
             assert_int_equal(want, 10);
         }
-        assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &got, logits, 1, V,
-                                       &k1, &st),
-                         LKV_OK);
+        assert_int_equal(
+            LKV_KERN_CALL(f->be[0], sample, &got, logits, 1, V, &k1, &st),
+            LKV_OK);
         assert_int_equal(got, want);
-        assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &got, logits, 1, V,
-                                       &tp, &st),
-                         LKV_OK);
+        assert_int_equal(
+            LKV_KERN_CALL(f->be[0], sample, &got, logits, 1, V, &tp, &st),
+            LKV_OK);
         assert_int_equal(got, want);
-        assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &got, logits, 1, V,
-                                       &kp, &st),
-                         LKV_OK);
+        assert_int_equal(
+            LKV_KERN_CALL(f->be[0], sample, &got, logits, 1, V, &kp, &st),
+            LKV_OK);
         assert_int_equal(got, want);
     }
 }
 
 static void sample_distribution_follows_softmax_topk_topp(void **state)
 {
-    fixture_t *f         = *state;
+    fixture_t   *f       = *state;
     const double probs[] = {0.1, 0.2, 0.3, 0.4};
-    float      logits[4];
+    float        logits[4];
     enum { N = 20000 };
 
     for (int i = 0; i < 4; i++) {
@@ -851,8 +853,8 @@ static void sample_distribution_follows_softmax_topk_topp(void **state)
         uint64_t st       = cases[c].p.seed;
         for (int i = 0; i < N; i++) {
             int32_t tok = -1;
-            assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1,
-                                           4, &cases[c].p, &st),
+            assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, 4,
+                                           &cases[c].p, &st),
                              LKV_OK);
             assert_true(tok >= 0 && tok < 4);
             count[tok]++;
@@ -867,10 +869,10 @@ static void sample_distribution_follows_softmax_topk_topp(void **state)
     }
     /* temperature 0.5 sharpens: p ~ probs^2 */
     {
-        lkv_sample_params_t p     = {0.5f, 0, 1.0f, 5};
-        uint64_t            st    = 5;
-        int                 c3    = 0;
-        double              norm  = 0.01 + 0.04 + 0.09 + 0.16;
+        lkv_sample_params_t p    = {0.5f, 0, 1.0f, 5};
+        uint64_t            st   = 5;
+        int                 c3   = 0;
+        double              norm = 0.01 + 0.04 + 0.09 + 0.16;
         for (int i = 0; i < N; i++) {
             int32_t tok;
             LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, 4, &p, &st);
@@ -888,15 +890,15 @@ static void sample_rejects_nan_params(void **state)
     uint64_t            st        = 3;
     int32_t             tok       = -7;
 
-    assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, 3, &p,
-                                   &st),
-                     LKV_ERR_INVALID);
+    assert_int_equal(
+        LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, 3, &p, &st),
+        LKV_ERR_INVALID);
     assert_int_equal(tok, -7);
     assert_int_equal(st, 3);
     p.temperature = 1.0f;
-    assert_int_equal(LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, 0, &p,
-                                   &st),
-                     LKV_ERR_INVALID);
+    assert_int_equal(
+        LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, 0, &p, &st),
+        LKV_ERR_INVALID);
 }
 
 int main(void)

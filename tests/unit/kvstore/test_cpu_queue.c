@@ -2,6 +2,7 @@
  * waits, the synchronous compute queue, link-emulation accuracy, errors. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -71,10 +72,10 @@ static void queue_copies_run_in_fifo_order(void **state)
 
 static void events_complete_in_queue_order(void **state)
 {
-    /* 0.2 GB/s: each 1 MiB copy takes ~5 ms */
+    /* 0.2 GB/s: each 4 MiB copy takes ~21 ms, 84 ms for all four */
     lkv_kern_backend_t *be = open_be(0.2, 0);
     enum { N = 4 };
-    size_t            sz  = 1 << 20;
+    size_t            sz  = 4 << 20;
     uint8_t          *src = malloc(sz);
     uint8_t          *dst = malloc(sz * N);
     lkv_kern_event_t *ev[N];
@@ -196,75 +197,187 @@ static void compute_queue_is_synchronous(void **state)
     close_be(be);
 }
 
-static double timed_copy_gbps(lkv_kern_backend_t *be, lkv_kern_queue_t q,
-                              uint8_t *dst, const uint8_t *src, size_t sz)
+/* Timing on a shared machine: the cap (an upper bound on the rate) must hold
+ * on every attempt; the lower bounds (the link is not wasted) may miss when
+ * the scheduler runs the copy thread late, so each measurement gets up to
+ * three attempts. */
+#define ATTEMPTS 3
+
+/* 2 x sz back to back on D2H; GB/s. */
+static double measure_serial(lkv_kern_backend_t *be, uint8_t *const *buf,
+                             size_t sz)
 {
     int64_t t0 = lkv_now_ns();
-    assert_int_equal(lkv_cpu_copy_async(be, q, LKV_KERN_COPY_D2H, dst, src,
-                                        sz),
+    assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_D2H,
+                                        LKV_KERN_COPY_D2H, buf[3], buf[2], sz),
                      LKV_OK);
-    assert_int_equal(lkv_cpu_sync(be, q), LKV_OK);
-    return (double)sz / (double)(lkv_now_ns() - t0);
+    assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_D2H,
+                                        LKV_KERN_COPY_D2H, buf[1], buf[0], sz),
+                     LKV_OK);
+    assert_int_equal(lkv_cpu_sync(be, LKV_KERN_QUEUE_D2H), LKV_OK);
+    assert_memory_equal(buf[0], buf[1], sz);
+    return 2.0 * (double)sz / (double)(lkv_now_ns() - t0);
+}
+
+/* 512 x 8 KiB on H2D, queued while the queue is held behind a D2H copy so
+ * the measurement sees the link, not the submission rate; GB/s from the
+ * earliest moment the gate can complete. */
+static double measure_small(lkv_kern_backend_t *be, uint8_t *const *buf,
+                            double gbps)
+{
+    lkv_kern_event_t *gate;
+    assert_int_equal(lkv_cpu_event_create(be, &gate), LKV_OK);
+    /* the gate copy cannot complete before t_gate: the small copies become
+     * runnable no earlier */
+    int64_t t_gate = lkv_now_ns() + (int64_t)((4 << 20) / gbps);
+    assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_D2H,
+                                        LKV_KERN_COPY_D2H, buf[1], buf[2],
+                                        4 << 20),
+                     LKV_OK);
+    assert_int_equal(lkv_cpu_event_record(be, gate, LKV_KERN_QUEUE_D2H),
+                     LKV_OK);
+    assert_int_equal(lkv_cpu_queue_wait(be, LKV_KERN_QUEUE_H2D, gate), LKV_OK);
+    memset(buf[3], 0, 512 * 8192);
+    for (int i = 0; i < 512; i++) {
+        assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_H2D,
+                                            LKV_KERN_COPY_H2D,
+                                            buf[3] + (size_t)i * 8192,
+                                            buf[0] + (size_t)i * 8192, 8192),
+                         LKV_OK);
+    }
+    assert_int_equal(lkv_cpu_event_sync(be, gate), LKV_OK);
+    int64_t t0 = t_gate;
+    lkv_cpu_event_destroy(be, gate);
+    assert_int_equal(lkv_cpu_sync(be, LKV_KERN_QUEUE_H2D), LKV_OK);
+    double rate = (512.0 * 8192.0) / (double)(lkv_now_ns() - t0);
+    assert_memory_equal(buf[3], buf[0], 512 * 8192);
+    return rate;
+}
+
+/* Mean lateness of 1 ms sleeps, in ns: how late this machine wakes threads
+ * up right now (a few us on a quiet machine, ms on an overloaded one). */
+static double wakeup_lateness_ns(void)
+{
+    int64_t total = 0;
+    for (int i = 0; i < 10; i++) {
+        int64_t t0 = lkv_now_ns();
+        lkv_sleep_ns(1000000);
+        total += lkv_now_ns() - t0 - 1000000;
+    }
+    return (double)total / 10.0;
+}
+
+/* A lower-bound timing check that failed ATTEMPTS times: a real failure
+ * unless the machine is too overloaded to run the copy thread on time. */
+static void assert_low_or_overloaded(bool ok, const char *what)
+{
+    if (ok) {
+        return;
+    }
+    double late = wakeup_lateness_ns();
+    if (late > 300000.0) {
+        print_message("%s: below the cap, but threads wake up %.2f ms late "
+                      "here (overloaded machine): not counted\n",
+                      what, late / 1e6);
+        return;
+    }
+    fail_msg("%s: achieved rate below 85%% of the cap (wake-up lateness "
+             "%.3f ms)",
+             what, late / 1e6);
 }
 
 static void link_cap_is_accurate_and_full_duplex(void **state)
 {
-    const double gbps = 1.0;
-    size_t       sz   = 32 << 20; /* ~34 ms at 1 GB/s */
-    uint8_t     *a    = malloc(sz);
-    uint8_t     *b    = malloc(sz);
-    uint8_t     *c    = malloc(sz);
-    uint8_t     *d    = malloc(sz);
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_non_null(c);
-    assert_non_null(d);
-    fill(a, sz, 1);
-    fill(c, sz, 2);
-    memset(b, 0, sz); /* fault pages in before timing */
-    memset(d, 0, sz);
-
+    /* a low cap keeps memcpy's own CPU time small next to the pacing */
+    const double gbps = 0.25;
+    size_t       sz   = 8 << 20; /* ~34 ms at 0.25 GB/s */
+    uint8_t     *buf[4];
+    for (int i = 0; i < 4; i++) {
+        buf[i] = malloc(sz);
+        assert_non_null(buf[i]);
+        fill(buf[i], sz, (uint8_t)(i * 3 + 1)); /* also faults pages in */
+    }
+    /* the lower bounds need memcpy well above the cap (not so under TSan
+     * or valgrind, which instrument every byte) */
+    int64_t t_raw = lkv_now_ns();
+    memcpy(buf[1], buf[0], sz);
+    double raw       = (double)sz / (double)(lkv_now_ns() - t_raw);
+    bool   check_low = raw > 4.0 * gbps;
+    if (!check_low) {
+        print_message("memcpy runs at %.2f GB/s here: checking only that the "
+                      "cap holds\n",
+                      raw);
+    }
     lkv_kern_backend_t *be = open_be(gbps, 0);
-    double rate = timed_copy_gbps(be, LKV_KERN_QUEUE_D2H, b, a, sz);
-    print_message("capped D2H: %.3f GB/s (cap %.3f)\n", rate, gbps);
-    assert_true(rate <= gbps * 1.01);
-    assert_true(rate >= gbps * 0.85); /* a shared CI box can lag a little */
-    assert_memory_equal(a, b, sz);
-
-    /* both directions at once: each keeps its own link */
-    int64_t t0 = lkv_now_ns();
-    assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_D2H,
-                                        LKV_KERN_COPY_D2H, b, c, sz),
-                     LKV_OK);
-    assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_H2D,
-                                        LKV_KERN_COPY_H2D, d, a, sz),
-                     LKV_OK);
-    assert_int_equal(lkv_cpu_sync(be, LKV_KERN_QUEUE_D2H), LKV_OK);
-    assert_int_equal(lkv_cpu_sync(be, LKV_KERN_QUEUE_H2D), LKV_OK);
-    double dup_s    = (double)(lkv_now_ns() - t0) / 1e9;
+    bool                ok = false;
+    for (int t = 0; t < ATTEMPTS && !ok; t++) {
+        double rate = measure_serial(be, buf, sz);
+        print_message("capped D2H: %.3f GB/s (cap %.3f)\n", rate, gbps);
+        assert_true(rate <= gbps * 1.01);
+        ok = !check_low || rate >= gbps * 0.85;
+    }
+    assert_low_or_overloaded(ok, "one link, 2 x 8 MiB");
+    /* both directions at once: each keeps its own link, so a small D2H copy
+     * queued behind nothing finishes while a long H2D copy still runs */
     double single_s = (double)sz / (gbps * 1e9);
-    print_message("duplex: %.1f ms for 2 x %zu MiB (one copy %.1f ms)\n",
-                  dup_s * 1e3, sz >> 20, single_s * 1e3);
-    assert_true(dup_s < 1.5 * single_s);
-    assert_memory_equal(b, c, sz);
-    assert_memory_equal(d, a, sz);
+    ok              = false;
+    for (int t = 0; t < ATTEMPTS && !ok; t++) {
+        lkv_kern_event_t *long_h2d, *short_d2h;
+        assert_int_equal(lkv_cpu_event_create(be, &long_h2d), LKV_OK);
+        assert_int_equal(lkv_cpu_event_create(be, &short_d2h), LKV_OK);
+        assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_H2D,
+                                            LKV_KERN_COPY_H2D, buf[3], buf[0],
+                                            sz),
+                         LKV_OK);
+        assert_int_equal(
+            lkv_cpu_event_record(be, long_h2d, LKV_KERN_QUEUE_H2D), LKV_OK);
+        assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_D2H,
+                                            LKV_KERN_COPY_D2H, buf[1], buf[2],
+                                            8192),
+                         LKV_OK);
+        assert_int_equal(
+            lkv_cpu_event_record(be, short_d2h, LKV_KERN_QUEUE_D2H), LKV_OK);
+        assert_int_equal(lkv_cpu_event_sync(be, short_d2h), LKV_OK);
+        ok = lkv_cpu_event_query(be, long_h2d) == LKV_AGAIN;
+        int64_t t0 = lkv_now_ns();
+        assert_int_equal(lkv_cpu_event_sync(be, long_h2d), LKV_OK);
+        print_message("duplex: 8 KiB D2H done %s the %zu MiB H2D (%.1f ms "
+                      "before its end; the H2D takes %.1f ms)\n",
+                      ok ? "during" : "after", sz >> 20,
+                      (double)(lkv_now_ns() - t0) / 1e6, single_s * 1e3);
+        assert_memory_equal(buf[3], buf[0], sz);
+        assert_memory_equal(buf[1], buf[2], 8192);
+        lkv_cpu_event_destroy(be, long_h2d);
+        lkv_cpu_event_destroy(be, short_d2h);
+    }
+    assert_true(ok);
+    /* many small copies share one link timeline: the cap holds for them
+     * too, without a sleep's overhead per copy */
+    ok = false;
+    for (int t = 0; t < ATTEMPTS && !ok; t++) {
+        double rate = measure_small(be, buf, gbps);
+        print_message("512 x 8 KiB H2D: %.3f GB/s (cap %.3f)\n", rate, gbps);
+        assert_true(rate <= gbps * 1.02);
+        ok = !check_low || rate >= gbps * 0.85;
+    }
+    assert_low_or_overloaded(ok, "512 x 8 KiB");
     close_be(be);
 
     /* latency is added per copy */
-    be      = open_be(100.0, 5000.0); /* 5 ms per copy, fast link */
-    t0      = lkv_now_ns();
+    be         = open_be(100.0, 5000.0); /* 5 ms per copy, fast link */
+    int64_t t0 = lkv_now_ns();
     for (int i = 0; i < 3; i++) {
         assert_int_equal(lkv_cpu_copy_async(be, LKV_KERN_QUEUE_D2H,
-                                            LKV_KERN_COPY_D2H, b, a, 1024),
+                                            LKV_KERN_COPY_D2H, buf[1], buf[0],
+                                            1024),
                          LKV_OK);
     }
     assert_int_equal(lkv_cpu_sync(be, LKV_KERN_QUEUE_D2H), LKV_OK);
     assert_true(lkv_now_ns() - t0 >= 15000000);
     close_be(be);
-    free(a);
-    free(b);
-    free(c);
-    free(d);
+    for (int i = 0; i < 4; i++) {
+        free(buf[i]);
+    }
 }
 
 static void close_drains_pending_copies(void **state)

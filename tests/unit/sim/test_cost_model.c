@@ -26,15 +26,15 @@ static lkv_sim_cost_config_t cfg_for(const char *model, const char *gpu, int tp)
 
 static double prefill_ms(const lkv_sim_cost_t *c, int T)
 {
-    lkv_sim_batch_t b = {.n_tokens = T, .n_prefill = 1,
-                         .prefill_c2_sum = (double)T * T};
+    lkv_sim_batch_t b = {
+        .n_tokens = T, .n_prefill = 1, .prefill_c2_sum = (double)T * T};
     return lkv_sim_cost_step_ns(c, &b) / 1e6;
 }
 
 static double decode_ms(const lkv_sim_cost_t *c, int n, int kv)
 {
-    lkv_sim_batch_t b = {.n_tokens = n, .n_decode = n,
-                         .decode_kv_sum = (int64_t)n * kv};
+    lkv_sim_batch_t b = {
+        .n_tokens = n, .n_decode = n, .decode_kv_sum = (int64_t)n * kv};
     return lkv_sim_cost_step_ns(c, &b) / 1e6;
 }
 
@@ -101,8 +101,11 @@ static void cost_monotonic_and_gpu_ordering(void **state)
     double d1 = decode_ms(a, 1, 1024);
     assert_true(d1 > 6.0 && d1 < 20.0);
     /* layer time x layers == step time without extras */
-    lkv_sim_batch_t b = {.n_tokens = 9, .n_decode = 8, .decode_kv_sum = 8000,
-                         .n_prefill = 1, .prefill_c2_sum = 1};
+    lkv_sim_batch_t b = {.n_tokens       = 9,
+                         .n_decode       = 8,
+                         .decode_kv_sum  = 8000,
+                         .n_prefill      = 1,
+                         .prefill_c2_sum = 1};
     assert_true(fabs(lkv_sim_cost_step_ns(a, &b) -
                      32 * lkv_sim_cost_layer_ns(a, &b)) < 1.0);
     lkv_sim_batch_t empty = {0};
@@ -153,7 +156,7 @@ static void cost_bad_configs_rejected(void **state)
     cfg           = cfg_for("llama2-7b", "a100", 1);
     cfg.link_gbps = 0;
     assert_int_equal(lkv_sim_cost_create(&cfg, &c), LKV_ERR_INVALID);
-    cfg          = cfg_for("llama2-70b", "a100", 1); /* 138 GB of weights */
+    cfg = cfg_for("llama2-70b", "a100", 1); /* 138 GB of weights */
     assert_int_equal(lkv_sim_cost_create(&cfg, &c), LKV_ERR_NOSPACE);
     cfg          = cfg_for("llama2-7b", "a100", 1);
     cfg.data_dir = "/nonexistent";

@@ -34,9 +34,9 @@ static int teardown(void **state)
 
 static lkv_sim_exec_t *mk(bool sync)
 {
-    lkv_sim_exec_config_t ec = {.cost = cost, .block_size = 16,
-                                .sync_offload = sync};
-    lkv_sim_exec_t       *e  = NULL;
+    lkv_sim_exec_config_t ec = {
+        .cost = cost, .block_size = 16, .sync_offload = sync};
+    lkv_sim_exec_t *e = NULL;
     assert_int_equal(lkv_sim_exec_create(&ec, &e), LKV_OK);
     return e;
 }
@@ -44,16 +44,16 @@ static lkv_sim_exec_t *mk(bool sync)
 static void exec_prefill_time_is_cost_model(void **state)
 {
     (void)state;
-    lkv_sim_exec_t   *e   = mk(false);
-    lkv_plan_seq_t    s   = {.seq_id = 1, .n_tokens = 2048, .pos0 = 0,
-                             .sample = true};
-    lkv_step_plan_t   p   = {.step_id = 5, .n_seqs = 1, .seqs = &s};
+    lkv_sim_exec_t *e = mk(false);
+    lkv_plan_seq_t  s = {
+         .seq_id = 1, .n_tokens = 2048, .pos0 = 0, .sample = true};
+    lkv_step_plan_t   p = {.step_id = 5, .n_seqs = 1, .seqs = &s};
     lkv_step_result_t r;
     int64_t           end = 0;
     assert_int_equal(lkv_sim_exec_step(e, &p, 1000, INT64_MAX, &r, &end),
                      LKV_OK);
-    lkv_sim_batch_t b = {.n_tokens = 2048, .n_prefill = 1,
-                         .prefill_c2_sum = 2048.0 * 2048};
+    lkv_sim_batch_t b = {
+        .n_tokens = 2048, .n_prefill = 1, .prefill_c2_sum = 2048.0 * 2048};
     double want = lkv_sim_cost_step_ns(cost, &b);
     assert_true(fabs((double)(end - 1000) - want) < 64);
     assert_int_equal(r.step_id, 5);
@@ -72,18 +72,23 @@ static void exec_prefill_time_is_cost_model(void **state)
 static void exec_offload_overlaps_compute(void **state)
 {
     (void)state;
-    static int32_t  blk[256];
-    lkv_plan_seq_t  s = {.seq_id = 1, .n_tokens = 4096, .pos0 = 0,
-                         .sample = true};
+    static int32_t blk[256];
+    lkv_plan_seq_t s = {
+        .seq_id = 1, .n_tokens = 4096, .pos0 = 0, .sample = true};
     lkv_plan_move_t mv[16];
     for (int i = 0; i < 16; i++) {
-        mv[i] = (lkv_plan_move_t){.move_id = 100 + (uint64_t)i, .seq_id = 1,
-                                  .layer = 2 * i, .kind = LKV_PLAN_MOVE_OFFLOAD,
-                                  .src_tier = 0, .dst_tier = 1, .n_blocks = 256,
-                                  .src = blk, .dst = blk};
+        mv[i] = (lkv_plan_move_t){.move_id  = 100 + (uint64_t)i,
+                                  .seq_id   = 1,
+                                  .layer    = 2 * i,
+                                  .kind     = LKV_PLAN_MOVE_OFFLOAD,
+                                  .src_tier = 0,
+                                  .dst_tier = 1,
+                                  .n_blocks = 256,
+                                  .src      = blk,
+                                  .dst      = blk};
     }
-    lkv_step_plan_t   p = {.step_id = 1, .n_seqs = 1, .seqs = &s, .n_moves = 16,
-                           .moves = mv};
+    lkv_step_plan_t p = {
+        .step_id = 1, .n_seqs = 1, .seqs = &s, .n_moves = 16, .moves = mv};
     lkv_step_result_t r;
     int64_t           end_async = 0, end_sync = 0;
     lkv_sim_exec_t   *a = mk(false), *y = mk(true);
@@ -110,16 +115,21 @@ static void exec_offload_overlaps_compute(void **state)
 static void exec_reload_in_background_then_wait_step(void **state)
 {
     (void)state;
-    static int32_t  blk[4096];
-    lkv_plan_seq_t  s  = {.seq_id = 2, .n_tokens = 1, .pos0 = 100,
-                          .sample = true};
-    lkv_plan_move_t mv = {.move_id = 7, .seq_id = 3, .layer = 0,
-                          .kind = LKV_PLAN_MOVE_RELOAD, .src_tier = 1,
-                          .dst_tier = 0, .n_blocks = 4096, .src = blk,
-                          .dst = blk};
+    static int32_t blk[4096];
+    lkv_plan_seq_t s = {
+        .seq_id = 2, .n_tokens = 1, .pos0 = 100, .sample = true};
+    lkv_plan_move_t mv = {.move_id  = 7,
+                          .seq_id   = 3,
+                          .layer    = 0,
+                          .kind     = LKV_PLAN_MOVE_RELOAD,
+                          .src_tier = 1,
+                          .dst_tier = 0,
+                          .n_blocks = 4096,
+                          .src      = blk,
+                          .dst      = blk};
     /* 4096 blocks x 256 KiB = 1 GiB at 10 GB/s = 107 ms > one decode step */
-    lkv_step_plan_t   p = {.step_id = 1, .n_seqs = 1, .seqs = &s, .n_moves = 1,
-                           .moves = &mv};
+    lkv_step_plan_t p = {
+        .step_id = 1, .n_seqs = 1, .seqs = &s, .n_moves = 1, .moves = &mv};
     lkv_step_result_t r;
     int64_t           end = 0;
     lkv_sim_exec_t   *e   = mk(false);
@@ -147,14 +157,20 @@ static void exec_reload_in_background_then_wait_step(void **state)
 static void exec_stage_waits_before_layer(void **state)
 {
     (void)state;
-    static int32_t  blk[64];
-    lkv_plan_seq_t  s  = {.seq_id = 4, .n_tokens = 1, .pos0 = 1000,
-                          .sample = true};
-    lkv_plan_move_t mv = {.move_id = 9, .seq_id = 4, .layer = 31,
-                          .kind = LKV_PLAN_MOVE_STAGE, .src_tier = 1,
-                          .dst_tier = 0, .n_blocks = 64, .src = blk, .dst = blk};
-    lkv_step_plan_t   p = {.step_id = 1, .n_seqs = 1, .seqs = &s, .n_moves = 1,
-                           .moves = &mv};
+    static int32_t blk[64];
+    lkv_plan_seq_t s = {
+        .seq_id = 4, .n_tokens = 1, .pos0 = 1000, .sample = true};
+    lkv_plan_move_t mv = {.move_id  = 9,
+                          .seq_id   = 4,
+                          .layer    = 31,
+                          .kind     = LKV_PLAN_MOVE_STAGE,
+                          .src_tier = 1,
+                          .dst_tier = 0,
+                          .n_blocks = 64,
+                          .src      = blk,
+                          .dst      = blk};
+    lkv_step_plan_t p  = {
+         .step_id = 1, .n_seqs = 1, .seqs = &s, .n_moves = 1, .moves = &mv};
     lkv_step_plan_t   p0 = {.step_id = 1, .n_seqs = 1, .seqs = &s};
     lkv_step_result_t r;
     int64_t           e1 = 0, e0 = 0;
@@ -173,9 +189,9 @@ static void exec_stage_waits_before_layer(void **state)
 static void exec_rejects_bad_plan(void **state)
 {
     (void)state;
-    lkv_sim_exec_t   *e  = mk(false);
-    lkv_plan_seq_t    s  = {.seq_id = 1, .n_tokens = 0};
-    lkv_step_plan_t   p  = {.step_id = 1, .n_seqs = 1, .seqs = &s};
+    lkv_sim_exec_t   *e = mk(false);
+    lkv_plan_seq_t    s = {.seq_id = 1, .n_tokens = 0};
+    lkv_step_plan_t   p = {.step_id = 1, .n_seqs = 1, .seqs = &s};
     lkv_step_result_t r;
     int64_t           end;
     assert_int_equal(lkv_sim_exec_step(e, &p, 0, 0, &r, &end), LKV_ERR_INVALID);

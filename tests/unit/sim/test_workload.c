@@ -109,9 +109,9 @@ static void workload_bad_input(void **state)
     int64_t                   n = 0;
     c.n_requests                = 0;
     assert_int_equal(lkv_sim_workload_generate(&c, &a, &n), LKV_ERR_INVALID);
-    c            = lkv_sim_workload_config_default();
-    c.trace      = "no-such-trace";
-    c.data_dir   = data_dir;
+    c          = lkv_sim_workload_config_default();
+    c.trace    = "no-such-trace";
+    c.data_dir = data_dir;
     assert_int_equal(lkv_sim_workload_generate(&c, &a, &n), LKV_ERR_NOTFOUND);
     char path[] = "/tmp/lkv_wl_XXXXXX";
     int  fd     = mkstemp(path);
@@ -136,9 +136,9 @@ static void workload_bad_input(void **state)
 static void csv_reads_cells(void **state)
 {
     (void)state;
-    char path[] = "/tmp/lkv_csv_XXXXXX";
-    int  fd     = mkstemp(path);
-    const char *txt = "x,name,y\r\n1,ab,2.5\r\n\r\n3,,nan-ish\r\n";
+    char        path[] = "/tmp/lkv_csv_XXXXXX";
+    int         fd     = mkstemp(path);
+    const char *txt    = "x,name,y\r\n1,ab,2.5\r\n\r\n3,,nan-ish\r\n";
     assert_int_equal(write(fd, txt, strlen(txt)), (ssize_t)strlen(txt));
     close(fd);
     lkv_csv_table_t *t = NULL;

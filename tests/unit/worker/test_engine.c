@@ -147,6 +147,29 @@ static void engine_gguf_prints_golden(void **state)
     check_golden(fx->m, lkv_engine_config_default());
 }
 
+static void engine_runs_again_after_a_run(void **state)
+{
+    fx_t                *fx = *state;
+    lkv_engine_config_t  cfg = lkv_engine_config_default();
+    lkv_engine_request_t r   = greedy(tom, 7, 40);
+    lkv_engine_t        *e   = NULL;
+    out_t               *o   = malloc(sizeof(*o));
+
+    cfg.offload     = LKV_OFFLOAD_INTERLEAVE;
+    cfg.decode_mode = LKV_DECODE_STREAM;
+    assert_int_equal(lkv_engine_create(fx->m, &cfg, &e), LKV_OK);
+    for (int k = 0; k < 3; k++) {
+        memset(o, 0, sizeof(*o));
+        assert_int_equal(lkv_engine_generate(e, &r, 1, on_tok, o), LKV_OK);
+        assert_int_equal(o->n[0], 40);
+        assert_memory_equal(o->toks[0], golden, sizeof(golden));
+    }
+    lkv_engine_destroy(&e);
+    assert_null(e);
+    lkv_engine_destroy(&e);
+    free(o);
+}
+
 static void engine_llama2c_prints_golden(void **state)
 {
     fx_t fx2;
@@ -229,6 +252,33 @@ static void engine_batch_of_8_equals_each_alone(void **state)
         assert_true(batch->n[i] > 0);
         assert_memory_equal(batch->toks[i], alone->toks[0],
                             (size_t)alone->n[0] * sizeof(int32_t));
+    }
+    /* seeded sampling does not depend on batching either */
+    for (int i = 0; i < 8; i++) {
+        reqs[i].sampling.temperature = 0.9f;
+        reqs[i].sampling.top_p       = 0.9f;
+        reqs[i].sampling.top_k       = 40;
+        reqs[i].sampling.seed        = 1000u + (uint64_t)i;
+    }
+    cfg                  = lkv_engine_config_default();
+    cfg.max_batch_tokens = 12;
+    assert_int_equal(generate(fx->m, &cfg, reqs, 8, batch, NULL), LKV_OK);
+    cfg = lkv_engine_config_default();
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(generate(fx->m, &cfg, &reqs[i], 1, alone, NULL),
+                         LKV_OK);
+        assert_int_equal(batch->n[i], alone->n[0]);
+        assert_memory_equal(batch->toks[i], alone->toks[0],
+                            (size_t)alone->n[0] * sizeof(int32_t));
+    }
+    /* more prompts than sequence slots: they queue and reuse the slots */
+    cfg          = lkv_engine_config_default();
+    cfg.max_seqs = 3;
+    assert_int_equal(generate(fx->m, &cfg, reqs, 8, alone, NULL), LKV_OK);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(alone->n[i], batch->n[i]);
+        assert_memory_equal(alone->toks[i], batch->toks[i],
+                            (size_t)batch->n[i] * sizeof(int32_t));
     }
     free(batch);
     free(alone);
@@ -337,6 +387,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(engine_gguf_prints_golden),
         cmocka_unit_test(engine_llama2c_prints_golden),
+        cmocka_unit_test(engine_runs_again_after_a_run),
         cmocka_unit_test(engine_stream_offload_prints_golden),
         cmocka_unit_test(engine_batch_of_8_equals_each_alone),
         cmocka_unit_test(engine_offload_policies_are_exact),

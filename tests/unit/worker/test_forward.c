@@ -258,6 +258,44 @@ static void forward_bad_batches_are_refused(void **state)
                      LKV_ERR_INVALID); /* no rows from a failed pass */
 }
 
+static void forward_f16_and_bf16_kv_stay_close(void **state)
+{
+    fx_t         *fx = *state;
+    lkv_fwd_seq_t s  = {.n_tokens = 7, .tokens = prompt, .pos0 = 0,
+                        .n_logits = 7};
+    int           rows;
+    float         ref[7 * 512], lg[7 * 512];
+
+    run(fx, &s, 1, &rows);
+    assert_int_equal(lkv_fwd_logits_download(fx->f, 0, 7, ref), LKV_OK);
+    for (int d = 0; d < 2; d++) {
+        lkv_fwd_config_t fc = *lkv_fwd_config(fx->f);
+        lkv_fwd_t       *f2 = NULL;
+        void            *pool2;
+        double           worst = 0;
+
+        fc.kv_dtype = d == 0 ? LKV_DTYPE_F16 : LKV_DTYPE_BF16;
+        assert_int_equal(lkv_fwd_create(fx->m, &fc, &f2), LKV_OK);
+        assert_int_equal(LKV_KERN_CALL(fx->be, mem_alloc,
+                                       512 * lkv_model_block_bytes(
+                                                 fx->m, BS, fc.kv_dtype),
+                                       &pool2),
+                         LKV_OK);
+        lkv_fwd_batch_t b = {.n_seqs = 1, .seqs = &s, .kv_pool = pool2,
+                             .table = table_fn, .ctx = fx};
+        assert_int_equal(lkv_fwd_run(f2, &b, &rows), LKV_OK);
+        assert_int_equal(lkv_fwd_logits_download(f2, 0, 7, lg), LKV_OK);
+        for (int i = 0; i < 7 * 512; i++) {
+            double e = fabs((double)lg[i] - (double)ref[i]);
+            worst    = e > worst ? e : worst;
+        }
+        /* half-precision K/V: small but nonzero error */
+        assert_true(worst < (d == 0 ? 0.02 : 0.15));
+        fx->be->ops->mem_free(fx->be, pool2);
+        lkv_fwd_destroy(&f2);
+    }
+}
+
 static void model_rope_llama3_scaling_matches_hf(void **state)
 {
     (void)state;
@@ -293,6 +331,7 @@ int main(void)
         cmocka_unit_test(forward_prompt_logits_match_readme),
         cmocka_unit_test(forward_decode_matches_prefill_and_batching),
         cmocka_unit_test(forward_bad_batches_are_refused),
+        cmocka_unit_test(forward_f16_and_bf16_kv_stay_close),
         cmocka_unit_test(model_rope_llama3_scaling_matches_hf),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

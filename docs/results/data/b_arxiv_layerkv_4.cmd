@@ -1,0 +1,1 @@
+layerkv sim --model llama2-7b --gpu a100 --policy layerkv --trace arxiv --max-total 4096 --rate 4 --n-requests 600 --seed 3 --ttft-slo-ms 5000 --tpot-slo-ms 100

@@ -1,0 +1,1 @@
+layerkv sim --model llama2-70b --gpu a100 --tp 4 --policy baseline --trace sharegpt --max-total 8192 --rate 6 --n-requests 1000 --seed 4 --ttft-slo-ms 5000 --tpot-slo-ms 100
