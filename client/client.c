@@ -799,6 +799,9 @@ void lkv_client_close(lkv_client_t **client_p)
         LKV_LOG_ERROR("client: cannot stop the i/o thread cleanly");
     }
     pthread_join(c->thread, NULL);
+    /* give the cancels the I/O thread just queued a moment to leave */
+    int linger_ms = 200;
+    zmq_setsockopt(c->dealer, ZMQ_LINGER, &linger_ms, sizeof(linger_ms));
     lkv_zmq_close(&c->pipe_api);
     lkv_zmq_close(&c->pipe_io);
     lkv_zmq_close(&c->dealer);

@@ -204,6 +204,8 @@ int lkv_cmd_generate(int argc, char **argv)
     long long            ll;
     double               d;
     int                  opt, rc = 1;
+    struct sigaction     sa, old_int, old_term;
+    bool                 handlers = false;
 
     memset(&g, 0, sizeof(g));
     optind = 1;
@@ -319,6 +321,13 @@ int lkv_cmd_generate(int argc, char **argv)
     rq.tokens   = tokens;
     rq.n_tokens = n_tokens;
 
+    /* Ctrl-C from here on cancels the request instead of killing us */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    handlers = true;
+
     lkv_client_opts_t co = lkv_client_opts_default();
     co.server_timeout_ms = (int)(timeout_s * 1000.0);
     if (lkv_client_connect(server, &co, &c) != LKV_OK) {
@@ -331,11 +340,6 @@ int lkv_cmd_generate(int argc, char **argv)
                         "above)\n");
         goto out;
     }
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
     bool cancel_sent = false;
     while (lkv_client_wait(c, id, 100) == LKV_ERR_TIMEOUT) {
         if (interrupted && !cancel_sent) {
@@ -343,8 +347,6 @@ int lkv_cmd_generate(int argc, char **argv)
             cancel_sent = true;
         }
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
     /* like `layerkv run`: the completion, then one newline */
     if (g.term.kind == LKV_CLIENT_EV_DONE || g.printed) {
         fputc('\n', stdout);
@@ -375,6 +377,10 @@ int lkv_cmd_generate(int argc, char **argv)
     }
 out:
     lkv_client_close(&c);
+    if (handlers) {
+        sigaction(SIGINT, &old_int, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+    }
     free(stdin_prompt);
     free(tokens);
     return rc;

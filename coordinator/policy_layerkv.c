@@ -34,6 +34,27 @@ static void layerkv_begin(lkv_sched_t *s, sched_step_t *st)
         }
     }
     t_d       = lkv_slo_decode_ns(s->slo, n, ctx);
+    /* KV parked off the device by requests waiting to decode */
+    st->parked = 0;
+    for (int i = 0; i < s->running.n; i++) {
+        const sched_req_t *r = s->running.v[i];
+
+        if (!has_first_token(r) || r->seq_id == 0) {
+            continue;
+        }
+        for (int l = 0; l < s->cfg.n_layers; l++) {
+            lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
+
+            if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
+                st->parked += sched_blocks_for(
+                    s, lkv_kv_layer_tokens(s->kv, r->seq_id, l));
+            }
+        }
+    }
+    st->over_parked = (double)st->parked >
+                      (double)s->cfg.max_parked *
+                          (double)s->cfg.n_blocks[LKV_KV_TIER_DEVICE];
+    s->st.parked_blocks = st->parked;
     st->t_d_ns = t_d;
     for (int i = 0; i < s->running.n; i++) {
         const sched_req_t *r = s->running.v[i];
@@ -120,7 +141,10 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
             k_max = 0;
         }
     }
-    if (s->cfg.offload_rule == LKV_SCHED_OFFLOAD_MAX) {
+    if (st->over_parked) {
+        k = 0; /* enough KV waits off the device already: admit only what
+                  fits, reloads go first */
+    } else if (s->cfg.offload_rule == LKV_SCHED_OFFLOAD_MAX) {
         k = k_max;
     } else {
         /* keep room, after this step's offloads land, for the next queued
@@ -236,7 +260,7 @@ static lkv_status_t layerkv_partial(lkv_sched_t *s, sched_step_t *st)
         }
         free_dev = sched_device_free(s);
         wm       = st->force ? 0 : s->watermark_blocks;
-        if (!st->force && !slack_tight(s, st, r)) {
+        if (!st->force && !st->over_parked && !slack_tight(s, st, r)) {
             int64_t hn = head_need(s, st);
 
             if (hn > 0 && free_dev - (off_blocks + growth) < hn) {

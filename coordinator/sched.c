@@ -171,6 +171,7 @@ lkv_sched_config_t lkv_sched_config_default(void)
     c.decode_mode         = LKV_SCHED_DECODE_AUTO;
     c.min_retained_layers = 1;
     c.ttft_guard          = 1.5f;
+    c.max_parked          = 0.5f;
     c.reject_hopeless     = false;
     c.pred_quantile       = p.quantile;
     c.pred_window         = p.window;
@@ -220,6 +221,9 @@ static lkv_status_t check_config(const lkv_sched_config_t *c, char *err,
     }
     if (!(c->ttft_guard >= 0.0f) || !isfinite(c->ttft_guard)) {
         BAD("ttft_guard must be >= 0");
+    }
+    if (!(c->max_parked >= 0.0f) || !isfinite(c->max_parked)) {
+        BAD("max_parked must be >= 0");
     }
     if (c->n_stop < 0 || c->n_stop > LKV_SCHED_MAX_STOP) {
         BAD("n_stop %d must be in [0, %d]", c->n_stop, LKV_SCHED_MAX_STOP);

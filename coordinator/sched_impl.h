@@ -83,6 +83,8 @@ typedef struct {
     double  t_d_ns;       /* predicted decode time of this step */
     int64_t off_blocks;   /* blocks offloaded in this step (Eq. 4) */
     double  link_h2d_ns;  /* stream link time booked this step */
+    int64_t parked;       /* off-device blocks of partial requests */
+    bool    over_parked;  /* parked > max_parked x device pool */
     bool    force;        /* partial hook: nothing else can run; reload
                              ignoring the watermark */
 } sched_step_t;

@@ -823,22 +823,6 @@ lkv_status_t sched_build_plan(lkv_sched_t *s, int64_t now_ns)
         return LKV_AGAIN;
     }
     finalize(s);
-#ifdef SCHED_TRACE
-    if (s->step_id > 19990) {
-        printf("step %llu free %d:", (unsigned long long)s->step_id,
-               sched_device_free(s));
-        for (int i = 0; i < s->p_seqs.n; i++) {
-            printf(" seq(%llu n%d)", (unsigned long long)s->p_reqs.v[i]->id,
-                   s->p_seqs.v[i].n_tokens);
-        }
-        for (int i = 0; i < s->p_moves.n; i++) {
-            printf(" mv(%llu L%d k%d)",
-                   (unsigned long long)s->p_moves.v[i].seq_id,
-                   s->p_moves.v[i].layer, s->p_moves.v[i].kind);
-        }
-        printf(" fin %d\n", s->p_finished.n);
-    }
-#endif
     return LKV_OK;
 
 fail:

@@ -159,6 +159,11 @@ typedef struct {
                                   TPOT cost once its remaining TTFT budget
                                   < ttft_guard x its predicted prefill time
                                   (default 1.5); 0 disables */
+    float max_parked;          /* stop offloading at admission while the
+                                  off-device KV of requests waiting for
+                                  their layers exceeds this fraction of the
+                                  device pool (0.5); those requests then
+                                  reload before new ones are admitted */
     bool  reject_hopeless;     /* submit: LKV_ERR_REJECTED when the
                                   predicted TTFT already misses the SLO */
 
@@ -176,8 +181,8 @@ typedef struct {
  * 8192 host blocks, no remote, max_seqs 256, max_queue 4096, context 4096,
  * 8192 batch tokens, watermark 0.01, no chunking (chunk 512), no SLOs,
  * 16 GB/s links, prefill prior tuned for a 7B model on an A100-class GPU,
- * alpha 1, adapt on, NEEDED, AUTO, 1 retained layer, guard 1.5, no
- * rejection, p90/64/128, no stop ids. */
+ * alpha 1, adapt on, NEEDED, AUTO, 1 retained layer, guard 1.5, parked
+ * 0.5, no rejection, p90/64/128, no stop ids. */
 lkv_sched_config_t lkv_sched_config_default(void);
 
 typedef struct lkv_sched lkv_sched_t;
@@ -333,6 +338,8 @@ typedef struct {
     double  pf_coef[3];      /* current f coefficients (ns) */
     double  dc_ratio;        /* decode model correction */
     int64_t last_t_allow_ns; /* Eq. 2 of the last plan; INT64_MAX = none */
+    int64_t parked_blocks;   /* off-device blocks of partially resident
+                                requests at the last plan (LAYERKV) */
 } lkv_sched_stats_t;
 
 void lkv_sched_stats(const lkv_sched_t *s, lkv_sched_stats_t *out);

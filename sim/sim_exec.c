@@ -333,12 +333,17 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
         for (int i = 0; i < n_m; i++) { /* stray offload/stage in a wait plan */
             const lkv_plan_move_t *m = &plan->moves[e->mrefs[i].idx];
             if (m->kind != LKV_PLAN_MOVE_RELOAD) {
-                int64_t bytes = (int64_t)m->n_blocks * e->block_bytes;
-                int64_t c     = link_copy(e,
-                                      m->kind == LKV_PLAN_MOVE_OFFLOAD
-                                              ? &e->d2h_free_ns
-                                              : &e->h2d_free_ns,
-                                          now_ns, bytes, &e->stats.d2h_busy_ns);
+                int64_t bytes  = (int64_t)m->n_blocks * e->block_bytes;
+                bool    is_off = m->kind == LKV_PLAN_MOVE_OFFLOAD;
+                int64_t c      = link_copy(
+                         e, is_off ? &e->d2h_free_ns : &e->h2d_free_ns, now_ns,
+                         bytes,
+                    is_off ? &e->stats.d2h_busy_ns : &e->stats.h2d_busy_ns);
+                if (is_off) {
+                    bytes_d2h += bytes;
+                } else {
+                    bytes_h2d += bytes;
+                }
                 if (c > copy_end) {
                     copy_end = c;
                 }

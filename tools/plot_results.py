@@ -176,17 +176,29 @@ def table_scale():
     if d is None:
         return '(not run)'
     log = os.path.join(DATA, 'scale_1m.log')
-    elapsed = ''
+    elapsed, user, cpu, rss = 'n/a', 'n/a', 'n/a', 'n/a'
     if os.path.exists(log):
-        m = re.search(r'Elapsed \(wall clock\) time.*: (\S+)', open(log).read())
-        if m:
-            elapsed = m.group(1)
-    return ('| requests | instances | completed | simulated time s | wall time (sim_wall_s) '
-            '| /usr/bin/time elapsed | mean TTFT s | throughput tok/s |\n'
-            '|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-            '| %d | %d | %d | %.0f | %.1f s | %s | %.3f | %.0f |' % (
+        txt = open(log).read()
+        for pat, key in ((r'Elapsed \(wall clock\) time.*: (\S+)', 'elapsed'),
+                         (r'User time \(seconds\): (\S+)', 'user'),
+                         (r'Percent of CPU this job got: (\S+)', 'cpu'),
+                         (r'Maximum resident set size \(kbytes\): (\S+)', 'rss')):
+            m = re.search(pat, txt)
+            if m:
+                if key == 'elapsed':
+                    elapsed = m.group(1)
+                elif key == 'user':
+                    user = m.group(1) + ' s'
+                elif key == 'cpu':
+                    cpu = m.group(1)
+                else:
+                    rss = '%.0f MiB' % (int(m.group(1)) / 1024)
+    return ('| requests | instances | completed | simulated time | steps | CPU (user) time '
+            '| wall time | share of a core it got | max RSS | mean TTFT s | throughput tok/s |\n'
+            '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+            '| %d | %d | %d | %.0f s | %d | %s | %s | %s | %s | %.3f | %.0f |' % (
                 d['n_requests'], d['instances'], d['n_completed'], d['makespan_s'],
-                d['sim_wall_s'], elapsed or 'n/a', d['mean_ttft_s'], d['throughput_tok_s']))
+                d['steps'], user, elapsed, cpu, rss, d['mean_ttft_s'], d['throughput_tok_s']))
 
 
 def splice(doc, key, text):

@@ -27,6 +27,7 @@ run() {
     echo "layerkv sim $*" > "$OUT/$name.cmd"
     "$BIN" sim "$@" --quiet --out "$OUT/$name.json" 2> "$OUT/$name.log" || {
         echo "run_experiments: $name failed (see $OUT/$name.log)" >&2; return 1; }
+    [ -s "$OUT/$name.log" ] || rm -f "$OUT/$name.log"
     printf '%-40s %s\n' "$name" "$(python3 - "$OUT/$name.json" <<'PY'
 import json,sys
 d=json.load(open(sys.argv[1]))
@@ -118,8 +119,8 @@ fi
 # (d) ablations, where offload is active (32K prompts with the SLOs of (a);
 # ShareGPT at its knee with the SLOs of (b))
 if want d; then
-    for setting in "d_7b_32k:--prompt-len 32768 --output-len 512 --rate 0.08 --n-requests 200 --ttft-slo-ms 10000 --tpot-slo-ms 200" \
-                   "d_sharegpt:--trace sharegpt --max-total 8192 --rate 1.5 --n-requests 600 --ttft-slo-ms 5000 --tpot-slo-ms 100"; do
+    for setting in "d_7b_32k:--prompt-len 32768 --output-len 512 --rate 0.08 --n-requests 200 --seed 1 --ttft-slo-ms 10000 --tpot-slo-ms 200" \
+                   "d_sharegpt:--trace sharegpt --max-total 8192 --rate 1.5 --n-requests 600 --seed 2 --ttft-slo-ms 5000 --tpot-slo-ms 100"; do
         name="${setting%%:*}"; args="${setting#*:}"
         # shellcheck disable=SC2086
         run "${name}_baseline" --model llama2-7b --policy baseline $args
@@ -142,9 +143,9 @@ fi
 # scale: 1,000,000 requests over 64 instances
 if want scale; then
     /usr/bin/time -v "$BIN" sim --model llama2-7b --policy layerkv --instances 64 \
-        --prompt-len 512 --output-len 32 --rate 1000 --n-requests 1000000 --seed 5 \
+        --prompt-len 512 --output-len 32 --rate 640 --n-requests 1000000 --seed 5 \
         --quiet --out "$OUT/scale_1m.json" 2> "$OUT/scale_1m.log" || true
-    echo "layerkv sim --model llama2-7b --policy layerkv --instances 64 --prompt-len 512 --output-len 32 --rate 1000 --n-requests 1000000 --seed 5" > "$OUT/scale_1m.cmd"
+    echo "layerkv sim --model llama2-7b --policy layerkv --instances 64 --prompt-len 512 --output-len 32 --rate 640 --n-requests 1000000 --seed 5" > "$OUT/scale_1m.cmd"
     grep -E "Elapsed|Maximum resident" "$OUT/scale_1m.log" || true
 fi
 

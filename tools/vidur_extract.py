@@ -137,7 +137,23 @@ def traces():
                                        int(float(r['num_decode_tokens']))))
 
 
+def vidur_compare_trace():
+    """First 2000 Azure-conv requests, prompt cut so prompt + output <= 4096
+    (Vidur's trace_replay rule), for tools/vidur_compare.sh."""
+    src = os.path.join(D, 'processed_traces', 'splitwise_conv.csv')
+    with out('traces/azure-conv-2000-cut4096.csv') as f:
+        f.write('arrived_at,num_prefill_tokens,num_decode_tokens\n')
+        for i, r in enumerate(csv.DictReader(open(src))):
+            if i == 2000:
+                break
+            p, d = int(r['num_prefill_tokens']), int(r['num_decode_tokens'])
+            if p + d > 4096:
+                p = 4096 - d
+            f.write('%s,%d,%d\n' % (r['arrived_at'], p, d))
+
+
 if __name__ == '__main__':
+    vidur_compare_trace()
     mlp()
     attention()
     network()

@@ -391,7 +391,7 @@ lkv_status_t lkv_wire_encode(const lkv_wire_msg_t *m, lkv_wire_buf_t *out)
     }
     case LKV_WIRE_STATS_REPLY: {
         const lkv_wire_stats_reply_t *s = &m->u.stats_reply;
-        char                          err[64];
+        char                          err[160];
 
         if (m->id.kind != LKV_WIRE_ID_NONE) {
             put_id(&e, &m->id);
@@ -404,10 +404,15 @@ lkv_status_t lkv_wire_encode(const lkv_wire_msg_t *m, lkv_wire_buf_t *out)
 
             uint8_t b0 = s->stats_mp[0];
 
+            err[0] = '\0';
             if (lkv_wire_scan(s->stats_mp, s->stats_mp_len, &lim, err,
                               sizeof(err)) != LKV_OK ||
                 !((b0 >= 0x80 && b0 <= 0x8f) || b0 == 0xde || b0 == 0xdf)) {
-                return bad("stats_reply: stats_mp is not one msgpack map");
+                LKV_LOG_ERROR("wire encode: stats_reply: stats_mp (%zu bytes, "
+                              "first 0x%02x) is not one msgpack map: %s",
+                              s->stats_mp_len, b0,
+                              err[0] ? err : "not a map");
+                return LKV_ERR_INVALID;
             }
             wire_buf_append(out, s->stats_mp, s->stats_mp_len);
         }

@@ -17,6 +17,7 @@
 #include "kernels/kernels.h"
 #include "worker/engine.h"
 #include "worker/model.h"
+#include "kvstore/kv_remote_ucx.h"
 
 #define MAX_PROMPTS 4096
 
@@ -68,6 +69,10 @@ static void usage(FILE *out)
         "  --link-gbps X         cap host<->device copies at X GB/s to emulate\n"
         "                        a PCIe link on the CPU backend (default: no "
         "cap)\n"
+        "  --kvnode ENDPOINT     remote KV tier: a `layerkv kvnode` control\n"
+        "                        endpoint (repeatable, up to 16); with\n"
+        "                        --host-kv-blocks 0 offloaded layers go there\n"
+        "                        over UCX (set UCX_TLS; docs/ucx.md)\n"
         "  -h, --help            this help\n",
         lkv_kern_backend_list());
 }
@@ -258,6 +263,7 @@ enum {
     OPT_BACKEND,
     OPT_BATCH_TOKENS,
     OPT_KV_DTYPE,
+    OPT_KVNODE,
 };
 
 int lkv_cmd_run(int argc, char **argv)
@@ -282,6 +288,7 @@ int lkv_cmd_run(int argc, char **argv)
         {"backend", required_argument, NULL, OPT_BACKEND},
         {"batch-tokens", required_argument, NULL, OPT_BATCH_TOKENS},
         {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
+        {"kvnode", required_argument, NULL, OPT_KVNODE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -307,6 +314,10 @@ int lkv_cmd_run(int argc, char **argv)
     lkv_model_file_t     *mf    = NULL;
     lkv_model_t          *model = NULL;
     lkv_engine_t         *eng   = NULL;
+    lkv_kv_remote_ucx_t  *remote = NULL;
+    lkv_kv_remote_t       remote_h;
+    const char           *kvnodes[LKV_KV_REMOTE_MAX_NODES];
+    int                   n_kvnodes = 0;
     lkv_engine_request_t *reqs  = NULL;
     int32_t              *ids   = NULL;
     run_ctx_t             rctx;
@@ -406,6 +417,15 @@ int lkv_cmd_run(int argc, char **argv)
                         "stream, got '%s'\n",
                         optarg);
                 bad = 1;
+            }
+            break;
+        case OPT_KVNODE:
+            if (n_kvnodes >= LKV_KV_REMOTE_MAX_NODES) {
+                fprintf(stderr, "layerkv run: at most %d --kvnode\n",
+                        LKV_KV_REMOTE_MAX_NODES);
+                bad = 1;
+            } else {
+                kvnodes[n_kvnodes++] = optarg;
             }
             break;
         case OPT_LINK_GBPS:
@@ -571,6 +591,26 @@ int lkv_cmd_run(int argc, char **argv)
     ec.offload_seed        = offload_seed;
     ec.decode_mode         = mode;
     ec.kv_dtype            = kv_dtype;
+    if (n_kvnodes > 0) {
+        lkv_kv_remote_ucx_config_t rc_ = {0};
+        rc_.endpoints      = kvnodes;
+        rc_.n_endpoints    = n_kvnodes;
+        rc_.block_bytes    = lkv_model_block_bytes(model, block_size,
+                                                   kv_dtype);
+        rc_.device_is_host = strcmp(backend, "cpu") == 0;
+        st                 = lkv_kv_remote_ucx_create(&rc_, &remote);
+        if (st != LKV_OK) {
+            fprintf(stderr, "layerkv run: cannot reach the kvnode(s): %s\n",
+                    lkv_status_str(st));
+            goto out;
+        }
+        lkv_kv_remote_ucx_handle(remote, &remote_h);
+        ec.remote          = &remote_h;
+        ec.n_remote_blocks = remote_h.n_blocks;
+        fprintf(stderr, "layerkv run: remote kv tier: %d kvnode(s), %d "
+                        "layer-blocks\n",
+                n_kvnodes, (int)remote_h.n_blocks);
+    }
     st                     = lkv_engine_create(model, &ec, &eng);
     if (st != LKV_OK) {
         fprintf(stderr, "layerkv run: cannot create the engine: %s\n",
@@ -667,6 +707,7 @@ out:
     free(ids);
     free(reqs);
     lkv_engine_destroy(&eng);
+    lkv_kv_remote_ucx_destroy(&remote);
     lkv_model_destroy(&model);
     lkv_model_file_close(&mf);
     lkv_kern_backend_close(&be);

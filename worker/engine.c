@@ -25,6 +25,11 @@ typedef struct {
     int                         n_host;
     int                         n_moving;     /* moves in flight */
     bool                        reloading;
+    int32_t                    *toks;   /* prompt + generated ids */
+    int                         n_ctx0; /* tokens to prefill (n_prompt, or
+                                           prompt + generated after a
+                                           recompute) */
+    int                         n_recompute;
 } req_t;
 
 /* Move ids carry their record's index in the low 24 bits. */
@@ -33,6 +38,7 @@ typedef struct {
 typedef struct {
     bool     used;
     uint64_t move_id;
+    uint64_t seq_id; /* the request's incarnation the move belongs to */
     int      req;
     int      layer;
     uint8_t  kind;
@@ -41,6 +47,9 @@ typedef struct {
 struct lkv_engine {
     const lkv_model_t  *m;
     lkv_engine_config_t cfg;
+    lkv_kv_tier_t       off_tier;    /* where offloaded layers go */
+    bool                remote_down; /* a remote transfer failed: stop
+                                        offloading to the remote tier */
     int                 max_ctx;
     int                 max_blocks;
     lkv_kv_alloc_t     *alloc;
@@ -79,6 +88,8 @@ lkv_engine_config_t lkv_engine_config_default(void)
     c.offload          = LKV_OFFLOAD_NONE;
     c.decode_mode      = LKV_DECODE_RELOAD;
     c.kv_dtype         = LKV_DTYPE_F32;
+    c.remote           = NULL;
+    c.n_remote_blocks  = 0;
     return c;
 }
 
@@ -148,6 +159,8 @@ lkv_status_t lkv_engine_create(const lkv_model_t *m,
 
     if (cfg->block_size <= 0 || cfg->n_device_blocks <= 0 ||
         cfg->n_host_blocks < 0 || cfg->max_seqs <= 0 ||
+        cfg->n_remote_blocks < 0 ||
+        (cfg->n_remote_blocks > 0 && cfg->remote == NULL) ||
         cfg->max_batch_tokens <= 0 || cfg->max_ctx < 0) {
         LKV_LOG_ERROR("invalid engine config: block size %d, device blocks "
                       "%d, host blocks %d, max seqs %d, batch tokens %d",
@@ -176,7 +189,10 @@ lkv_status_t lkv_engine_create(const lkv_model_t *m,
     ac.block_size                      = cfg->block_size;
     ac.n_blocks[LKV_KV_TIER_DEVICE]    = cfg->n_device_blocks;
     ac.n_blocks[LKV_KV_TIER_HOST]      = cfg->n_host_blocks;
-    ac.n_blocks[LKV_KV_TIER_REMOTE]    = 0;
+    ac.n_blocks[LKV_KV_TIER_REMOTE]    = cfg->n_remote_blocks;
+    e->off_tier = cfg->n_host_blocks == 0 && cfg->n_remote_blocks > 0
+                      ? LKV_KV_TIER_REMOTE
+                      : LKV_KV_TIER_HOST;
     ac.max_seqs                        = cfg->max_seqs;
     ac.max_blocks_per_layer            = e->max_blocks;
     LKV_CHECK_GOTO(lkv_kv_alloc_create(&ac, &e->alloc), st, fail);
@@ -189,6 +205,7 @@ lkv_status_t lkv_engine_create(const lkv_model_t *m,
     xc.max_batch_tokens       = cfg->max_batch_tokens;
     xc.max_blocks_per_layer   = e->max_blocks;
     xc.kv_dtype               = cfg->kv_dtype;
+    xc.remote                 = cfg->remote;
     LKV_CHECK_GOTO(lkv_step_exec_create(m, &xc, &e->x), st, fail);
 
     size_t sl          = (size_t)cfg->max_seqs * (size_t)nl;
@@ -273,6 +290,7 @@ typedef struct {
     int           n_prefill_tokens;
     int           n_live; /* sequences holding kv blocks */
     int32_t       dev_free, host_free;
+    bool          reset; /* plan_preempt dropped a sequence's KV */
 } plan_t;
 
 static mrec_t *mrec_alloc(lkv_engine_t *e)
@@ -344,7 +362,7 @@ static lkv_status_t plan_move(plan_t *p, int ri, int layer,
     } else {
         st = lkv_kv_move_begin(e->alloc, r->seq_id, layer,
                                kind == LKV_PLAN_MOVE_OFFLOAD
-                                   ? LKV_KV_TIER_HOST
+                                   ? e->off_tier
                                    : LKV_KV_TIER_DEVICE,
                                &c);
     }
@@ -363,6 +381,7 @@ static lkv_status_t plan_move(plan_t *p, int ri, int layer,
     mv->src             = c.src;
     mv->dst             = c.dst;
     rec->req            = ri;
+    rec->seq_id         = r->seq_id;
     rec->layer          = layer;
     rec->kind           = (uint8_t)kind;
     r->n_moving++;
@@ -411,12 +430,14 @@ static lkv_status_t plan_decode(plan_t *p, int ri)
         if (r->reloading) {
             return LKV_OK;
         }
+        int32_t grow = 0; /* the next token's blocks, once resident */
         for (int l = 0; l < nl; l++) {
             if (r->host[l]) {
                 dev_need += layer_blocks(e, r->seq_id, l);
             }
+            grow += lkv_kv_blocks_needed(e->alloc, r->seq_id, l, 1);
         }
-        if (dev_need + nl > p->dev_free) {
+        if (dev_need + grow > p->dev_free) {
             return LKV_OK; /* wait for room */
         }
         for (int l = 0; l < nl; l++) {
@@ -442,7 +463,7 @@ static lkv_status_t plan_decode(plan_t *p, int ri)
     }
     for (int l = 0; l < nl; l++) {
         LKV_CHECK(plan_append(p, r, l, 1,
-                              r->host[l] ? LKV_KV_TIER_HOST
+                              r->host[l] ? e->off_tier
                                          : LKV_KV_TIER_DEVICE));
     }
     for (int l = 0; l < nl; l++) {
@@ -463,7 +484,7 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
     lkv_engine_t *e      = p->e;
     req_t        *r      = &p->reqs[ri];
     int           nl     = e->m->cfg.n_layers;
-    int           remain = r->r->n_prompt - r->n_prefilled;
+    int           remain = r->n_ctx0 - r->n_prefilled;
     int           chunk  = remain;
     int32_t       need   = 0, host_need = 0;
     bool          last;
@@ -495,7 +516,7 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
         p->dev_free) {
         return LKV_AGAIN;
     }
-    last = r->n_prefilled + chunk == r->r->n_prompt;
+    last = r->n_prefilled + chunk == r->n_ctx0;
     for (int l = 0; l < nl; l++) {
         LKV_CHECK(plan_append(p, r, l, chunk, LKV_KV_TIER_DEVICE));
     }
@@ -506,7 +527,8 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
                 host_need += layer_blocks(e, r->seq_id, l);
             }
         }
-        if (host_need > p->host_free) {
+        if (host_need > p->host_free ||
+            (e->remote_down && e->off_tier == LKV_KV_TIER_REMOTE)) {
             LKV_LOG_DEBUG("seq %" PRIu64 " keeps its layers on the device: "
                           "host pool full",
                           r->seq_id);
@@ -521,10 +543,60 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
             p->host_free -= host_need;
         }
     }
-    plan_seq(p, ri, r->r->prompt + r->n_prefilled, chunk, r->n_prefilled,
+    plan_seq(p, ri, r->toks + r->n_prefilled, chunk, r->n_prefilled,
              last);
     p->n_prefill_tokens += chunk;
     return LKV_OK;
+}
+
+/* Drop a request's KV (the worker drops its state with the next plan) so
+ * it prefills its prompt and the tokens generated so far again. */
+static void req_reset(plan_t *p, int ri)
+{
+    lkv_engine_t *e = p->e;
+    req_t        *r = &p->reqs[ri];
+
+    lkv_kv_seq_free(e->alloc, r->seq_id);
+    e->pfinished[p->n_finished++] = r->seq_id;
+    r->seq_id      = e->next_seq_id++;
+    r->registered  = false;
+    r->n_prefilled = 0;
+    r->n_ctx0      = r->r->n_prompt + r->n_gen;
+    r->n_host      = 0;
+    r->n_moving    = 0;
+    r->reloading   = false;
+    memset(r->host, 0, (size_t)e->m->cfg.n_layers * sizeof(bool));
+}
+
+/* The request's KV was lost with a remote node: drop it and prefill the
+ * prompt and the tokens generated so far again (on the device: the remote
+ * tier is no longer used). Greedy requests continue with the same tokens.
+ * Returns false when the request must fail instead. */
+static bool req_recompute(plan_t *p, int ri, lkv_status_t why)
+{
+    lkv_engine_t *e = p->e;
+    req_t        *r = &p->reqs[ri];
+
+    if (e->off_tier != LKV_KV_TIER_REMOTE ||
+        (why != LKV_ERR_PEER_LOST && why != LKV_ERR_TIMEOUT)) {
+        return false;
+    }
+    e->remote_down = true;
+    if (r->done) {
+        return true;
+    }
+    if (!r->registered) {
+        return true; /* already reset in this step */
+    }
+    if (r->n_recompute >= 2) {
+        return false;
+    }
+    LKV_LOG_WARN("seq %" PRIu64 ": its kv was lost with a kvnode (%s); "
+                 "recomputing %d tokens on the device",
+                 r->seq_id, lkv_status_str(why), r->r->n_prompt + r->n_gen);
+    r->n_recompute++;
+    req_reset(p, ri);
+    return true;
 }
 
 /* Nothing can progress: move every device layer of the latest decoding
@@ -535,13 +607,35 @@ static bool plan_preempt(plan_t *p)
     lkv_engine_t *e  = p->e;
     int           nl = e->m->cfg.n_layers;
 
+    if (e->remote_down && e->off_tier == LKV_KV_TIER_REMOTE) {
+        /* nowhere to move KV to: preempt the latest sequence by
+         * recompute (never the earliest one, which must progress) */
+        int first = -1;
+        for (int ri = 0; ri < p->n_reqs && first < 0; ri++) {
+            if (!p->reqs[ri].done && p->reqs[ri].registered) {
+                first = ri;
+            }
+        }
+        for (int ri = p->n_reqs - 1; ri > first && first >= 0; ri--) {
+            req_t *r = &p->reqs[ri];
+            if (!r->done && r->registered && r->n_moving == 0) {
+                LKV_LOG_DEBUG("kv pools full: seq %" PRIu64 " is preempted "
+                              "(recompute)",
+                              r->seq_id);
+                req_reset(p, ri);
+                p->reset = true;
+                return true;
+            }
+        }
+        return false;
+    }
     for (int ri = p->n_reqs - 1; ri >= 0; ri--) {
         req_t  *r    = &p->reqs[ri];
         int32_t need = 0;
         int     n    = 0;
 
         if (r->done || !r->registered || r->n_moving > 0 ||
-            r->n_prefilled < r->r->n_prompt) {
+            r->n_prefilled < r->n_ctx0) {
             continue;
         }
         for (int l = 0; l < nl; l++) {
@@ -613,6 +707,10 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
             continue;
         }
         req_t *r = &p->reqs[rec->req];
+        if (rec->seq_id != r->seq_id) {
+            mrec_free(e, rec); /* a move of a recomputed incarnation */
+            continue;
+        }
         mrec_free(e, rec);
         r->n_moving--;
         if (rec->kind == LKV_PLAN_MOVE_STAGE) {
@@ -639,7 +737,13 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
                           rec->kind == LKV_PLAN_MOVE_STAGE ? "stage"
                                                            : "reload",
                           rec->layer);
-            req_finish(p, rec->req, LKV_ERR_IO, fn, ctx);
+            if (!req_recompute(p, rec->req, LKV_ERR_PEER_LOST)) {
+                req_finish(p, rec->req,
+                           e->off_tier == LKV_KV_TIER_REMOTE
+                               ? LKV_ERR_PEER_LOST
+                               : LKV_ERR_IO,
+                           fn, ctx);
+            }
         }
     }
     for (int i = 0; i < res->n_seqs; i++) {
@@ -651,10 +755,16 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
             continue;
         }
         if (res->seqs[i].status != LKV_OK) {
-            req_finish(p, ri, (lkv_status_t)res->seqs[i].status, fn, ctx);
+            if (!req_recompute(p, ri, (lkv_status_t)res->seqs[i].status)) {
+                req_finish(p, ri, (lkv_status_t)res->seqs[i].status, fn,
+                           ctx);
+            }
             continue;
         }
-        if (r->n_prefilled < r->r->n_prompt) {
+        if (q->seq_id != r->seq_id) {
+            continue; /* recomputed in this step: its token is stale */
+        }
+        if (r->n_prefilled < r->n_ctx0) {
             r->n_prefilled += q->n_tokens;
         }
         int32_t tok = res->seqs[i].token;
@@ -663,6 +773,7 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
         }
         r->n_gen++;
         r->last = tok;
+        r->toks[r->r->n_prompt + r->n_gen - 1] = tok;
         if (is_stop(c, tok)) {
             req_finish(p, ri, LKV_OK, fn, ctx);
             continue;
@@ -702,21 +813,33 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
             return LKV_ERR_TOOLONG;
         }
     }
+    size_t n_toks = 0;
+    for (int i = 0; i < n_reqs; i++) {
+        n_toks += (size_t)reqs[i].n_prompt + (size_t)reqs[i].max_tokens + 1;
+    }
     rs   = calloc((size_t)n_reqs, sizeof(*rs));
     bits = calloc((size_t)n_reqs * (size_t)nl * 2, sizeof(bool));
+    int32_t *toks = malloc(n_toks * sizeof(int32_t));
     free(e->pfinished);
     e->pfinished = calloc((size_t)n_reqs, sizeof(uint64_t));
-    if (rs == NULL || bits == NULL || e->pfinished == NULL) {
+    if (rs == NULL || bits == NULL || toks == NULL || e->pfinished == NULL) {
         free(rs);
         free(bits);
+        free(toks);
         return LKV_ERR_NOMEM;
     }
+    n_toks = 0;
     for (int i = 0; i < n_reqs; i++) {
         rs[i].r       = &reqs[i];
         rs[i].seq_id  = e->next_seq_id++;
         rs[i].off     = bits + (size_t)i * (size_t)nl * 2;
         rs[i].host    = rs[i].off + nl;
         rs[i].max_gen = reqs[i].max_tokens;
+        rs[i].toks    = toks + n_toks;
+        rs[i].n_ctx0  = reqs[i].n_prompt;
+        memcpy(rs[i].toks, reqs[i].prompt,
+               (size_t)reqs[i].n_prompt * sizeof(int32_t));
+        n_toks += (size_t)reqs[i].n_prompt + (size_t)reqs[i].max_tokens + 1;
     }
     memset(&p, 0, sizeof(p));
     p.e      = e;
@@ -732,7 +855,7 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
         p.n_seqs = p.n_appends = p.n_blocks = p.n_moves = 0;
         p.n_tokens = p.n_prefill_tokens = 0;
         p.dev_free  = lkv_kv_free_blocks(e->alloc, LKV_KV_TIER_DEVICE);
-        p.host_free = lkv_kv_free_blocks(e->alloc, LKV_KV_TIER_HOST);
+        p.host_free = lkv_kv_free_blocks(e->alloc, e->off_tier);
 
         p.n_live = 0;
         for (int i = 0; i < n_reqs; i++) {
@@ -741,7 +864,7 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
         }
         for (int i = 0; i < n_reqs; i++) {
             req_t *r = &rs[i];
-            if (r->done || r->n_prefilled < r->r->n_prompt ||
+            if (r->done || r->n_prefilled < r->n_ctx0 ||
                 r->n_moving > 0) {
                 continue;
             }
@@ -756,7 +879,7 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
         }
         for (int i = 0; i < n_reqs; i++) {
             req_t *r = &rs[i];
-            if (r->done || r->n_prefilled >= r->r->n_prompt) {
+            if (r->done || r->n_prefilled >= r->n_ctx0) {
                 continue;
             }
             if (p.n_seqs >= e->cfg.max_seqs) {
@@ -780,6 +903,10 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
                 break;
             }
             if (in_flight == 0 && plan_preempt(&p)) {
+                if (p.reset) {
+                    p.reset = false;
+                    continue; /* its blocks are free: plan again */
+                }
                 goto run_step;
             }
             if (in_flight == 0) {
@@ -893,5 +1020,6 @@ out:
     }
     free(rs);
     free(bits);
+    free(toks);
     return st;
 }

@@ -21,6 +21,7 @@
 
 #include "common/status.h"
 #include "common/step_plan.h"
+#include "kvstore/kv_pool.h"
 #include "worker/model.h"
 #include "worker/step_exec.h"
 
@@ -52,6 +53,13 @@ typedef struct {
     uint64_t             offload_seed;     /* for LKV_OFFLOAD_RANDOM */
     lkv_decode_mode_t    decode_mode;
     lkv_dtype_t          kv_dtype;
+    /* optional REMOTE tier (issue 8; borrowed, must outlive the engine):
+     * with n_host_blocks == 0 offloaded layers go to the remote tier
+     * instead of the host pool. A failed remote reload/stage fails its
+     * request with LKV_ERR_PEER_LOST; a failed offload keeps the layer on
+     * the device. */
+    const lkv_kv_remote_t *remote;
+    int32_t              n_remote_blocks;
 } lkv_engine_config_t;
 
 /* block 16, 1024 device blocks, 1024 host blocks, 16 seqs, 256 tokens per

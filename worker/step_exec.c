@@ -85,6 +85,7 @@ lkv_step_exec_config_t lkv_step_exec_config_default(void)
     c.max_batch_tokens     = 512;
     c.max_blocks_per_layer = 64;
     c.kv_dtype             = LKV_DTYPE_F32;
+    c.remote               = NULL;
     return c;
 }
 
@@ -121,8 +122,8 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
         pc.block_bytes     = x->block_bytes;
         pc.n_device_blocks = cfg->n_device_blocks;
         pc.n_host_blocks   = cfg->n_host_blocks;
-        LKV_CHECK_GOTO(lkv_kv_pool_create(x->be, &pc, NULL, &x->pool), st,
-                       fail);
+        LKV_CHECK_GOTO(lkv_kv_pool_create(x->be, &pc, cfg->remote, &x->pool),
+                       st, fail);
         x->dev_pool = lkv_kv_pool_base(x->pool, LKV_KV_TIER_DEVICE);
     }
     LKV_CHECK_GOTO(lkv_seq_table_create(nl, cfg->max_seqs,
@@ -274,7 +275,8 @@ lkv_status_t lkv_step_exec_sync(lkv_step_exec_t *x)
 
 static int32_t tier_blocks(const lkv_step_exec_t *x, int tier)
 {
-    return tier == LKV_KV_TIER_DEVICE || tier == LKV_KV_TIER_HOST
+    return tier == LKV_KV_TIER_DEVICE || tier == LKV_KV_TIER_HOST ||
+                   tier == LKV_KV_TIER_REMOTE
                ? lkv_kv_pool_n_blocks(x->pool, (lkv_kv_tier_t)tier)
                : 0;
 }
@@ -393,7 +395,8 @@ static lkv_status_t check_appends(lkv_step_exec_t *x,
         const lkv_plan_append_t *a = &p->appends[i];
 
         if (a->layer < 0 || a->layer >= nl || a->n_blocks < 0 ||
-            (a->tier != LKV_KV_TIER_DEVICE && a->tier != LKV_KV_TIER_HOST) ||
+            (a->tier != LKV_KV_TIER_DEVICE && a->tier != LKV_KV_TIER_HOST &&
+             a->tier != LKV_KV_TIER_REMOTE) ||
             !blocks_ok(x, a->tier, a->blocks, a->n_blocks)) {
             LKV_LOG_ERROR("step %llu: invalid append %d (seq %llu, layer %d, "
                           "tier %d, %d blocks): layer or block index out of "
@@ -492,13 +495,15 @@ static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv)
             why = "source does not match the layer's table";
         } else if (mv->kind == LKV_PLAN_MOVE_OFFLOAD &&
                    !(mv->src_tier == LKV_KV_TIER_DEVICE &&
-                     mv->dst_tier == LKV_KV_TIER_HOST)) {
-            why = "offload must go device -> host";
+                     (mv->dst_tier == LKV_KV_TIER_HOST ||
+                      mv->dst_tier == LKV_KV_TIER_REMOTE))) {
+            why = "offload must go device -> host or remote";
         } else if ((mv->kind == LKV_PLAN_MOVE_RELOAD ||
                     mv->kind == LKV_PLAN_MOVE_STAGE) &&
-                   !(mv->src_tier == LKV_KV_TIER_HOST &&
+                   !((mv->src_tier == LKV_KV_TIER_HOST ||
+                      mv->src_tier == LKV_KV_TIER_REMOTE) &&
                      mv->dst_tier == LKV_KV_TIER_DEVICE)) {
-            why = "reload and stage must go host -> device";
+            why = "reload and stage must go host or remote -> device";
         } else if (mv->kind > LKV_PLAN_MOVE_STAGE) {
             why = "unknown move kind";
         }
@@ -589,6 +594,14 @@ static lkv_status_t hook_table(void *ctx, int si, int layer,
         *n_p      = ly->n_blocks;
         return LKV_OK;
     }
+    if (ly->reload_slot >= 0 && x->pstatus[x->bplan[si]] != LKV_OK) {
+        /* its reload failed: compute on the reserved blocks, the sequence's
+         * result is discarded */
+        const move_slot_t *s = &x->slots[ly->reload_slot];
+        *blocks_p            = s->dst;
+        *n_p                 = s->n_blocks;
+        return LKV_OK;
+    }
     LKV_LOG_ERROR("layer %d of seq %llu is not on the device and the plan "
                   "neither reloads nor stages it",
                   layer, (unsigned long long)x->bent[si]->seq_id);
@@ -605,12 +618,28 @@ static lkv_status_t hook_before(void *ctx, int layer)
     }
     for (int i = 0; i < n; i++) {
         lkv_seq_layer_t *ly = &x->bent[i]->layers[layer];
+        lkv_status_t     st = LKV_OK;
+        if (x->pstatus[x->bplan[i]] != LKV_OK) {
+            continue; /* already failed: computes on staging garbage */
+        }
         if (ly->stage_slot >= 0) {
-            LKV_CHECK(wait_in(x, &x->slots[ly->stage_slot]));
+            st = wait_in(x, &x->slots[ly->stage_slot]);
+        }
+        if (st == LKV_OK && ly->reload_slot >= 0 &&
+            !x->slots[ly->reload_slot].applied) {
+            st = wait_in(x, &x->slots[ly->reload_slot]);
+        }
+        if (st != LKV_OK) {
+            /* a copy into this layer failed (e.g. a kvnode died): only this
+             * sequence fails; the rest of the batch goes on */
+            LKV_LOG_ERROR("seq %llu: layer %d did not arrive: %s",
+                          (unsigned long long)x->bent[i]->seq_id, layer,
+                          lkv_status_str(st));
+            x->pstatus[x->bplan[i]] = st;
+            continue;
         }
         if (ly->reload_slot >= 0 && !x->slots[ly->reload_slot].applied) {
             move_slot_t *s = &x->slots[ly->reload_slot];
-            LKV_CHECK(wait_in(x, s));
             LKV_CHECK(lkv_seq_table_set(x->tab, x->bent[i], layer,
                                         s->dst_tier, s->dst, s->n_blocks));
             s->applied = true;

@@ -34,8 +34,9 @@
  *    that or a later step (a run with no sequences collects them);
  *  - a layer has at most one move in flight and gets no appends while it
  *    moves (kv_alloc's MOVING state);
- *  - only the DEVICE and HOST tiers exist on this worker; moves to or from
- *    REMOTE are reported failed.
+ *  - the REMOTE tier exists when cfg.remote is set (issue 8): it plays the
+ *    host's role for offloads, reloads, stages and appends; without it,
+ *    moves to or from REMOTE are reported failed.
  *
  * Threading: one step thread; copies run on the backend's copy queues.
  */
@@ -46,6 +47,7 @@
 
 #include "common/status.h"
 #include "common/step_plan.h"
+#include "kvstore/kv_pool.h"
 #include "worker/forward.h"
 #include "worker/model.h"
 
@@ -61,6 +63,10 @@ typedef struct {
     int         max_batch_tokens;     /* tokens per step */
     int         max_blocks_per_layer; /* per (seq, layer) table */
     lkv_dtype_t kv_dtype;
+    /* optional REMOTE tier (kvstore/kv_remote_ucx.h; borrowed, must outlive
+     * the executor): offloads may go device -> remote and reloads/stages
+     * come back remote -> device. NULL = no remote tier. */
+    const lkv_kv_remote_t *remote;
 } lkv_step_exec_config_t;
 
 /* block_size 16, 256 device blocks, 256 host blocks, 16 seqs, 512 tokens,

@@ -68,7 +68,8 @@ lkv_status_t lkv_client_connect(const char *endpoint,
 
 /* Fail every pending request with LKV_ERR_CANCELLED (callbacks run, the
  * server is sent a cancel), stop the I/O thread, free the handle. Blocks
- * until the I/O thread has exited (never on the network: linger 0).
+ * until the I/O thread has exited, plus at most 200 ms to flush those
+ * cancels when the server is slow to take them.
  * NULL-safe; sets *client_p to NULL. Not from a callback. */
 void lkv_client_close(lkv_client_t **client_p);
 

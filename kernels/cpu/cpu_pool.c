@@ -33,6 +33,9 @@
  * gaps between the ops of a decode step and between steps */
 #define POOL_SPIN 5000
 
+#define CURSOR_IDX_MASK 0xffffffffull
+#define CURSOR_CLOSED 0xffffffffull /* an index no job reaches */
+
 struct lkv_cpu_pool {
     int        n_threads; /* including the caller */
     pthread_t *threads;   /* (n_threads - 1) */
@@ -64,22 +67,28 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* claim and run chunks of generation gen until none is left */
+/* claim and run chunks of generation gen until none is left. The cursor is
+ * read first and the job fields after it; a claim (CAS) only succeeds while
+ * the cursor still holds this generation's open range, and the caller closes
+ * the range (cursor_close) before it writes the next job's fields, so a
+ * successful claim always ran on this job's fields. */
 static void work(lkv_cpu_pool_t *p, uint32_t gen, int tid)
 {
-    lkv_cpu_task_fn fn  = atomic_load_explicit(&p->fn, memory_order_relaxed);
-    void           *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
-    int64_t         n   = atomic_load_explicit(&p->n, memory_order_relaxed);
-    int64_t  grain      = atomic_load_explicit(&p->grain, memory_order_relaxed);
     uint64_t c = atomic_load_explicit(&p->cursor, memory_order_acquire);
 
     for (;;) {
-        int64_t begin, end;
+        lkv_cpu_task_fn fn;
+        void           *ctx;
+        int64_t         n, grain, begin, end;
 
         if ((uint32_t)(c >> 32) != gen) {
             return;
         }
-        begin = (int64_t)(c & 0xffffffffu);
+        begin = (int64_t)(c & CURSOR_IDX_MASK);
+        fn    = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        ctx   = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+        n     = atomic_load_explicit(&p->n, memory_order_relaxed);
+        grain = atomic_load_explicit(&p->grain, memory_order_relaxed);
         if (begin >= n) {
             return;
         }
@@ -93,6 +102,17 @@ static void work(lkv_cpu_pool_t *p, uint32_t gen, int tid)
         atomic_fetch_add_explicit(&p->done, end - begin, memory_order_release);
         c = atomic_load_explicit(&p->cursor, memory_order_acquire);
     }
+}
+
+/* end the current generation's range: no claim can succeed afterwards (an
+ * acquire-release exchange, so the next job's field writes cannot move
+ * before it) */
+static void cursor_close(lkv_cpu_pool_t *p)
+{
+    uint64_t c = atomic_load_explicit(&p->cursor, memory_order_relaxed);
+
+    atomic_exchange_explicit(&p->cursor, (c & ~CURSOR_IDX_MASK) | CURSOR_CLOSED,
+                             memory_order_acq_rel);
 }
 
 static void *worker_main(void *arg_)
@@ -148,7 +168,7 @@ lkv_status_t lkv_cpu_pool_create(int n_threads, lkv_cpu_pool_t **pool_p)
     p->n_threads = n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    atomic_init(&p->cursor, 0);
+    atomic_init(&p->cursor, CURSOR_CLOSED); /* generation 0, closed */
     atomic_init(&p->done, 0);
     atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->stop, 0);
@@ -220,8 +240,8 @@ void lkv_cpu_parallel_for(lkv_cpu_impl_t *impl, int64_t n, int64_t grain,
     if (grain < 1) {
         grain = 1;
     }
-    /* the cursor holds 32-bit item indices */
-    LKV_ASSERT(n < ((int64_t)1 << 32) - grain);
+    /* the cursor holds 32-bit item indices, CURSOR_CLOSED excluded */
+    LKV_ASSERT(n < (int64_t)CURSOR_CLOSED - grain);
     if (p == NULL || p->n_threads <= 1 || n <= grain) {
         fn(ctx, 0, 0, n);
         return;
@@ -252,4 +272,5 @@ void lkv_cpu_parallel_for(lkv_cpu_impl_t *impl, int64_t n, int64_t grain,
             sched_yield(); /* a helper holding a chunk was descheduled */
         }
     }
+    cursor_close(p);
 }

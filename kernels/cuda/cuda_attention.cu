@@ -480,7 +480,7 @@ static lkv_status_t launch_attn(lkv_cuda_t *cu, float *out, const float *q,
                       g.n_seqs, (65535 - grid_y) / n_splits);
         return LKV_ERR_INVALID;
     }
-    if (smem > cu->smem_optin) {
+    if (smem + 8 * 1024 > cu->smem_optin) {
         LKV_LOG_ERROR("attention: head_dim %d needs %zu bytes of shared "
                       "memory, the device has %zu",
                       g.hd, smem, cu->smem_optin);
@@ -503,7 +503,8 @@ static lkv_status_t launch_attn(lkv_cuda_t *cu, float *out, const float *q,
         cu->attn_cnt   = (unsigned *)np;
         cu->attn_cnt_n = want;
     }
-    if (smem > 48 * 1024) {
+    /* the decode path's static shared memory (< 5 KiB) adds to this */
+    if (smem + 8 * 1024 > 48 * 1024) {
         LKV_CUDA_TRY(cudaFuncSetAttribute(
             k_attn<DMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
             (int)smem));

@@ -131,6 +131,24 @@ stories_greedy() {
     done
 }
 
+worker_decode() { # (a') the real worker's decode on the same model shape
+    local bin=$BUILD/layerkv
+    [ -x "$bin" ] || { row "(a') layerkv run dummy:llama2-7b" "SKIP (no layerkv binary)"; return; }
+    local args=(run --backend cuda --model dummy:llama2-7b --prompt "hello" --max-tokens 64
+                --temperature 0)
+    [ "$QUICK" = 1 ] && args=(run --backend cuda --model dummy:tiny --prompt "hello" --max-tokens 32 --temperature 0)
+    echo "=== (a') layerkv ${args[*]}"
+    timeout 150 "$bin" "${args[@]}" > "$OUT/worker_decode.txt" 2> "$OUT/worker_decode.err"
+    local rc=$?
+    tail -4 "$OUT/worker_decode.err"
+    if [ $rc -eq 0 ]; then
+        row "(a') layerkv run --backend cuda dummy:llama2-7b, batch 1" \
+            "$(grep -iE 'decode' "$OUT/worker_decode.err" | tail -1 | cut -c1-300)"
+    else
+        row "(a') layerkv run dummy:llama2-7b" "FAIL (exit $rc; see worker_decode.err)"
+    fi
+}
+
 bench_offload_step() { # (c)
     local bin=$BUILD/layerkv
     [ -x "$bin" ] || { row "(c) offload step" "SKIP (no layerkv binary)"; return; }
@@ -173,13 +191,15 @@ serving_experiment() { # (d)
     o_pol=$(pick "$bin" serve --policy --scheduler) || o_pol=--policy
     o_dev=$(pick "$bin" serve --device-kv-blocks) || o_dev=""
     o_host=$(pick "$bin" serve --host-kv-blocks) || o_host=""
+    local o_met
+    o_met=$(pick "$bin" serve --metrics-listen) || o_met=""
     o_srv=$(pick "$bin" bench --server --endpoint --connect) || o_srv=--server
     o_n=$(pick "$bin" bench --requests --n-requests --num-requests --num-prompts) || o_n=--requests
     o_plen=$(pick "$bin" bench --prompt-len --input-len) || o_plen=--prompt-len
     o_olen=$(pick "$bin" bench --output-len --max-tokens) || o_olen=--output-len
     o_rate=$(pick "$bin" bench --rate --qps --request-rate) || o_rate=--rate
     o_json=$(pick "$bin" bench --json --out --output) || o_json=""
-    local pol port=5711 n=${LKV_GPU_D_REQUESTS:-48} plen=3072
+    local pol port=5711 n=${LKV_GPU_D_REQUESTS:-32} plen=3072
     [ "$QUICK" = 1 ] && { n=12; plen=1024; }
     for pol in baseline layerkv; do
         port=$((port + 1))
@@ -188,7 +208,8 @@ serving_experiment() { # (d)
         # a capped device KV pool: 8192 layer-blocks = 4096 tokens of all
         # 32 layers, i.e. about one long prompt plus decode room
         [ -n "$o_dev" ] && sargs+=("$o_dev" 8192)
-        [ -n "$o_host" ] && sargs+=("$o_host" 65536)
+        [ -n "$o_host" ] && sargs+=("$o_host" 32768)
+        [ -n "$o_met" ] && sargs+=("$o_met" "127.0.0.1:$((port + 3000))")
         echo "=== (d) layerkv ${sargs[*]}"
         "$bin" "${sargs[@]}" > "$OUT/serve_$pol.log" 2>&1 &
         local spid=$!
@@ -196,7 +217,7 @@ serving_experiment() { # (d)
         for _ in $(seq 1 120); do
             sleep 1
             kill -0 $spid 2>/dev/null || break
-            if "$bin" stats --server "tcp://127.0.0.1:$port" > /dev/null 2>&1; then ok=1; break; fi
+            if timeout 5 "$bin" stats --server "tcp://127.0.0.1:$port" > /dev/null 2>&1; then ok=1; break; fi
         done
         if [ $ok = 1 ]; then
             local bargs=(bench "$o_srv" "tcp://127.0.0.1:$port" "$o_n" "$n" "$o_rate" 4
@@ -260,6 +281,7 @@ main() {
     77) row "bench_cuda" "SKIP (no GPU)";;
     *) row "bench_cuda" "FAIL (exit $rc; see bench_cuda.txt)";;
     esac
+    worker_decode
     bench_offload_step
     serving_experiment
     say ""

@@ -52,7 +52,7 @@ grep -Eq '^kv_blocks_used.device +0$' "$tmp/stats.txt" || fail "stats text lacks
 # 4. Ctrl-C cancels on the server: exit 1, finish cancelled
 "$lkv" generate --server "$ep" --prompt x --max-tokens 5000 >"$tmp/gen3.out" 2>"$tmp/gen3.err" &
 gen_pid=$!
-sleep 0.4
+for _ in $(seq 200); do [ -s "$tmp/gen3.out" ] && break; sleep 0.05; done  # streaming
 kill -INT "$gen_pid"
 set +e; wait "$gen_pid"; rc=$?; set -e
 [ "$rc" = 1 ] || fail "cancelled generate exited $rc"

@@ -334,11 +334,13 @@ typedef struct {
     char                message[256];
     char                finish_reason[16];
     uint64_t            request;
+    atomic_int          seen; /* tokens so far, readable from any thread */
 } track_t;
 
 static void track_init(track_t *t)
 {
     memset(t, 0, sizeof(*t));
+    atomic_init(&t->seen, 0);
     t->last_index = -1;
     t->order_ok   = true;
 }
@@ -357,6 +359,7 @@ static void on_event(const lkv_client_event_t *ev, void *user)
         }
         t->last_index = (int)ev->index;
         t->n_tokens++;
+        atomic_fetch_add(&t->seen, 1);
         if (t->text_len + ev->text_len < sizeof(t->text)) {
             memcpy(t->text + t->text_len, ev->text, ev->text_len);
             t->text_len += ev->text_len;
@@ -445,7 +448,9 @@ static void client_cancel_ends_with_cancelled(void **state)
     (void)state;
     track_init(&t);
     uint64_t id = submit_prompt(c, "slow", 1000, &t);
-    lkv_sleep_ns(80 * 1000000LL); /* let a few tokens stream */
+    for (int i = 0; i < 1000 && atomic_load(&t.seen) < 2; i++) {
+        lkv_sleep_ns(5 * 1000000LL); /* let a few tokens stream */
+    }
     assert_int_equal(lkv_client_cancel(c, id), LKV_OK);
     assert_int_equal(lkv_client_wait(c, id, 5000), LKV_OK);
     assert_int_equal(t.n_terminal, 1);
@@ -512,7 +517,9 @@ static void client_server_gone_times_out(void **state)
     snprintf(ep, sizeof(ep), "%s", f->ep);
     track_init(&t);
     uint64_t id = submit_prompt(c, "slow", 1000, &t);
-    lkv_sleep_ns(80 * 1000000LL); /* let a few tokens stream */
+    for (int i = 0; i < 1000 && atomic_load(&t.seen) < 2; i++) {
+        lkv_sleep_ns(5 * 1000000LL); /* let a few tokens stream */
+    }
     fake_stop(&f); /* the server vanishes mid-stream */
     int64_t t0 = lkv_now_ns();
     assert_int_equal(lkv_client_wait(c, id, 5000), LKV_OK);

@@ -193,6 +193,13 @@ static void engine_stream_offload_prints_golden(void **state)
     cfg.decode_mode = LKV_DECODE_RELOAD;
     cfg.offload     = LKV_OFFLOAD_ALL_BUT_ONE;
     check_golden(fx->m, cfg);
+    /* a device pool that fits the sequence exactly (47 positions: 3 blocks
+     * x 5 layers): the reload needs only the next token's headroom */
+    cfg.n_device_blocks = 15;
+    cfg.n_host_blocks   = 15;
+    check_golden(fx->m, cfg);
+    cfg.decode_mode = LKV_DECODE_STREAM;
+    check_golden(fx->m, cfg);
 }
 
 /* 16 prompts of different lengths from the model's tokenizer. */

@@ -1,0 +1,2 @@
+/* cuda_bf16.h - emulation shim: see emu.h */
+#include "emu.h"

@@ -1,0 +1,81 @@
+# serve_common.bash - helpers sourced by tests/integration/serve_*.sh (not a
+# test itself: the .bash suffix keeps it out of ctest's *.sh glob).
+# Provides: $py (python3 with pyzmq + msgpack), free_port, start_bg NAME CMD...
+# (background process, killed on exit), wait_health ENDPOINT [WANT_UP],
+# stats_json ENDPOINT FILE, fail MSG, $tmp (removed on exit).
+# Callers set $lkv, $src and $tag first.
+
+py=""
+for p in /usr/bin/python3 python3; do
+    if "$p" -c 'import zmq, msgpack' >/dev/null 2>&1; then py=$p; break; fi
+done
+[ -n "$py" ] || { echo "$tag: no python3 with pyzmq+msgpack; skipping" >&2; exit 77; }
+"$lkv" serve --help >/dev/null 2>&1 || { echo "$tag: layerkv serve not built; skipping" >&2; exit 77; }
+
+tmp=$(mktemp -d "/tmp/lkv-$tag.XXXXXX")
+bg_pids=()
+cleanup() {
+    for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${bg_pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "$tag: FAIL: $*" >&2
+    for f in "$tmp"/*.log; do
+        [ -f "$f" ] || continue
+        echo "--- $f (tail) ---" >&2
+        tail -20 "$f" >&2
+    done
+    exit 1
+}
+
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_bg NAME CMD... : run CMD in the background, output in $tmp/NAME.log
+start_bg() {
+    local name=$1; shift
+    "$@" >"$tmp/$name.log" 2>&1 &
+    bg_pids+=($!)
+    last_pid=$!
+}
+
+# stop_bg PID : SIGTERM, wait up to 10 s, report the exit status in $stop_rc
+stop_bg() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    stop_rc=124
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            set +e; wait "$pid"; stop_rc=$?; set -e
+            return 0
+        fi
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+# wait_health ENDPOINT PID : until the server reports status ok (30 s)
+wait_health() {
+    local ep=$1 pid=$2
+    for _ in $(seq 120); do
+        kill -0 "$pid" 2>/dev/null || fail "server exited early"
+        if "$lkv" stats --health --server "$ep" --timeout-s 0.5 2>/dev/null | grep -Eq '^status +ok$'; then
+            return 0
+        fi
+        sleep 0.25
+    done
+    fail "server at $ep did not report status ok within 30 s"
+}
+
+# stats_field ENDPOINT EXPR : evaluate a python expression over the stats map s
+stats_field() {
+    "$lkv" stats --server "$1" --json >"$tmp/stats.json" || fail "stats query failed"
+    "$py" -c 'import json,sys; s=json.load(open(sys.argv[1]))["stats"]; print(eval(sys.argv[2]))' \
+        "$tmp/stats.json" "$2"
+}

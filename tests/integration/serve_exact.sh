@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# serve_exact.sh LAYERKV SRCDIR - issue 4 "done when" item 1: 64 concurrent
+# `layerkv generate --temperature 0` requests against `layerkv serve` on the
+# bundled model each print exactly what `layerkv run` prints for the same
+# prompt and length, under both policies, with a device KV pool small enough
+# that the layerkv policy offloads layers and the baseline preempts (checked
+# through `layerkv stats`); then the same with `layerkv coordinator` and
+# `layerkv worker` as separate processes over tcp:// and ipc://.
+# LKV_EXACT_CLIENTS overrides the number of concurrent clients (64).
+set -euo pipefail
+lkv=${1:?usage: serve_exact.sh LAYERKV SRCDIR}
+src=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
+tag=serve_exact
+. "$src/tests/integration/serve_common.bash"
+model="$src/models/stories260K/stories260K.gguf"
+n_clients=${LKV_EXACT_CLIENTS:-64}
+max_tokens=40
+dev_blocks=60
+
+prompts=("Once upon a time" "The little dog" "Lily and Ben went to the park"
+         "One day, a big bird" "Tom had a red ball. He" "The sun was hot and"
+         "Mom said" "There was a tree")
+n_prompts=${#prompts[@]}
+
+# reference: `layerkv run` of each prompt alone (all KV on the device)
+for i in $(seq 0 $((n_prompts - 1))); do
+    "$lkv" run --model "$model" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
+        --temperature 0 --threads 1 >"$tmp/ref$i.out" 2>"$tmp/ref$i.err" \
+        || fail "layerkv run: $(cat "$tmp/ref$i.err")"
+done
+
+# run_clients ENDPOINT LABEL : n_clients concurrent generates, compare outputs
+run_clients() {
+    local ep=$1 label=$2 pids=() bad=0
+    for c in $(seq 0 $((n_clients - 1))); do
+        local i=$((c % n_prompts))
+        "$lkv" generate --server "$ep" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
+            --temperature 0 --timeout-s 120 >"$tmp/gen$c.out" 2>"$tmp/gen$c.err" &
+        pids+=($!)
+    done
+    for c in $(seq 0 $((n_clients - 1))); do
+        if ! wait "${pids[$c]}"; then
+            echo "$tag: $label: client $c failed: $(cat "$tmp/gen$c.err")" >&2
+            bad=1
+        fi
+    done
+    [ "$bad" = 0 ] || fail "$label: some clients failed"
+    for c in $(seq 0 $((n_clients - 1))); do
+        local i=$((c % n_prompts))
+        cmp -s "$tmp/gen$c.out" "$tmp/ref$i.out" || \
+            fail "$label: client $c (prompt '${prompts[$i]}') got '$(cat "$tmp/gen$c.out")', layerkv run printed '$(cat "$tmp/ref$i.out")'"
+    done
+    echo "$tag: $label: $n_clients clients match layerkv run" >&2
+}
+
+for policy in layerkv baseline; do
+    port=$(free_port); mport=$(free_port)
+    ep="tcp://127.0.0.1:$port"
+    start_bg "serve-$policy" "$lkv" serve --model "$model" --listen "$ep" \
+        --metrics-listen "127.0.0.1:$mport" --policy $policy --device-kv-blocks $dev_blocks \
+        --host-kv-blocks 4096 --threads 1
+    srv=$last_pid
+    wait_health "$ep" "$srv"
+    run_clients "$ep" "serve --policy $policy"
+    summary=$(stats_field "$ep" '"preempted %d swap %d offloaded %d reloaded %d staged %d used %d" % (s["n_preempted"], s["n_swap_preempted"], s["bytes_offloaded"], s["bytes_reloaded"], s["bytes_staged"], sum(s["kv_blocks_used"].values()))')
+    echo "$tag: serve --policy $policy: $summary" >&2
+    if [ $policy = layerkv ]; then
+        [ "$(stats_field "$ep" 's["bytes_offloaded"] > 0')" = True ] || fail "layerkv policy never offloaded ($summary)"
+    else
+        [ "$(stats_field "$ep" 's["n_preempted"] > 0')" = True ] || fail "baseline policy never preempted ($summary)"
+    fi
+    [ "$(stats_field "$ep" 'sum(s["kv_blocks_used"].values())')" = 0 ] || fail "blocks still held after all clients finished ($summary)"
+    stop_bg "$srv"
+    [ "$stop_rc" = 0 ] || fail "serve exited $stop_rc on SIGTERM"
+done
+
+# separate processes: coordinator + workers, over tcp:// (two instances,
+# two worker processes: the router spreads requests) and ipc:// (one)
+for wt in tcp ipc; do
+    port=$(free_port); mport=$(free_port)
+    ep="tcp://127.0.0.1:$port"
+    if [ $wt = tcp ]; then wep="tcp://127.0.0.1:$(free_port)"; n_inst=2; else wep="ipc://$tmp/workers.ipc"; n_inst=1; fi
+    start_bg "coord-$wt" "$lkv" coordinator --model "$model" --listen "$ep" --workers-listen "$wep" \
+        --metrics-listen "127.0.0.1:$mport" --policy layerkv --device-kv-blocks $dev_blocks \
+        --n-instances $n_inst
+    coord=$last_pid
+    workers=()
+    for k in $(seq 1 $n_inst); do
+        start_bg "worker-$wt-$k" "$lkv" worker --coordinator "$wep" --threads 1
+        workers+=($last_pid)
+    done
+    wait_health "$ep" "$coord"
+    [ "$(stats_field "$ep" 's["n_instances_up"]')" = $n_inst ] || fail "$wt: not every instance has a worker"
+    run_clients "$ep" "coordinator + $n_inst worker(s) over $wt"
+    [ "$(stats_field "$ep" 's["bytes_offloaded"] > 0')" = True ] || fail "$wt: no offload happened"
+    stop_bg "$coord"
+    [ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
+    for worker in "${workers[@]}"; do
+        for _ in $(seq 50); do kill -0 "$worker" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$worker" 2>/dev/null && fail "worker did not exit after the coordinator's shutdown"
+        set +e; wait "$worker"; wrc=$?; set -e
+        [ "$wrc" = 0 ] || fail "worker exited $wrc"
+    done
+done
+echo "$tag: ok"

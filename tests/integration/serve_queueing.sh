@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# serve_queueing.sh LAYERKV SRCDIR - issue 4 "done when" item 3: one arrival
+# sequence of long prompts (serve_load.py: N requests of P random token ids,
+# one every I ms, greedy) against `layerkv serve` with a tight device KV
+# pool, once per policy. Checks: every request finishes (none lost), each
+# gets exactly max_tokens tokens or stops, both policies produce the same
+# tokens for every request (greedy decoding: no corruption from offload /
+# reload / preemption), and the layerkv policy's mean queueing time is lower
+# than the baseline's. Prints both means.
+# LKV_QUEUE_N / LKV_QUEUE_PROMPT / LKV_QUEUE_DEVICE_BLOCKS override the load.
+set -euo pipefail
+lkv=${1:?usage: serve_queueing.sh LAYERKV SRCDIR}
+src=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
+tag=serve_queueing
+. "$src/tests/integration/serve_common.bash"
+model="$src/models/stories260K/stories260K.gguf"
+n=${LKV_QUEUE_N:-16}
+plen=${LKV_QUEUE_PROMPT:-160}
+dev=${LKV_QUEUE_DEVICE_BLOCKS:-120}
+max_tokens=16
+
+for policy in baseline layerkv; do
+    port=$(free_port)
+    ep="tcp://127.0.0.1:$port"
+    start_bg "serve-$policy" "$lkv" serve --model "$model" --listen "$ep" --metrics-listen none \
+        --policy $policy --device-kv-blocks $dev --host-kv-blocks 4096 --threads 1
+    srv=$last_pid
+    wait_health "$ep" "$srv"
+    "$py" "$src/tests/integration/serve_load.py" --server "$ep" --n $n --prompt-tokens $plen \
+        --max-tokens $max_tokens --interval-ms 10 --seed 7 --timeout-s 240 \
+        --out "$tmp/$policy.json" 2>"$tmp/load-$policy.log" || fail "$policy: load failed: $(cat "$tmp/load-$policy.log")"
+    [ "$(stats_field "$ep" 'sum(s["kv_blocks_used"].values())')" = 0 ] || fail "$policy: blocks still held"
+    stop_bg "$srv"
+done
+
+"$py" - "$tmp/baseline.json" "$tmp/layerkv.json" "$max_tokens" "$plen" <<'PYEOF' || fail "comparison failed"
+import json, sys
+b, l = (json.load(open(p)) for p in sys.argv[1:3])
+max_tokens = int(sys.argv[3])
+for name, d in (("baseline", b), ("layerkv", l)):
+    assert d["ok"] and d["finished"] == d["n"], "%s lost requests: %d of %d" % (name, d["finished"], d["n"])
+    for i, r in enumerate(d["requests"]):
+        assert r["finish_reason"] in ("length", "stop"), "%s request %d: %r" % (name, i, r)
+        assert r["finish_reason"] == "stop" or r["n_tokens"] == max_tokens, "%s request %d: %d tokens" % (name, i, r["n_tokens"])
+        assert len(r["tokens"]) == r["n_tokens"], "%s request %d: token count mismatch" % (name, i)
+for i, (rb, rl) in enumerate(zip(b["requests"], l["requests"])):
+    assert rb["tokens"] == rl["tokens"], "request %d differs between policies:\n%r\n%r" % (i, rb["tokens"], rl["tokens"])
+print("serve_queueing: %d requests of %s prompt tokens, one every 10 ms: mean queue baseline %.1f ms, layerkv %.1f ms "
+      "(mean TTFT %.1f / %.1f ms; wall %.2f / %.2f s)" % (b["n"], sys.argv[4],
+      b["mean_queue_ms"], l["mean_queue_ms"], b["mean_ttft_ms"], l["mean_ttft_ms"], b["wall_s"], l["wall_s"]),
+      file=sys.stderr)
+assert l["mean_queue_ms"] < b["mean_queue_ms"], "layerkv mean queueing time %.1f ms is not below baseline's %.1f ms" % (
+    l["mean_queue_ms"], b["mean_queue_ms"])
+PYEOF
+echo "$tag: ok"
