@@ -26,7 +26,7 @@ SKIP_LLAMA=0
 PROMPT="Once upon a time, there was a little girl named Lily"
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do

@@ -19,6 +19,9 @@ typedef struct {
     int         n_blocks;    /* blocks per direction (default 512) */
     int         list;        /* blocks per put/get list (default 16) */
     int         window;      /* lists in flight (default 4) */
+    int         slots;       /* distinct remote blocks cycled through (0 =
+                                as many as the kvnode holds); 1 mirrors
+                                ucx_perftest's single remote buffer */
 } lkv_ucx_bench_config_t;
 
 typedef struct {

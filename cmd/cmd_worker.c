@@ -13,6 +13,7 @@
 #include "cmd/commands.h"
 #include "cmd/worker_loop.h"
 #include "kernels/kernels.h"
+#include "worker/parallel.h"
 #include "transport/zmq_util.h"
 
 static volatile sig_atomic_t g_stop;
@@ -45,6 +46,7 @@ static void usage(FILE *out)
             "(default 60)\n"
             "  -h, --help              this help\n",
             lkv_kern_backend_list());
+    lkv_par_usage(out);
 }
 
 int lkv_cmd_worker(int argc, char **argv)
@@ -69,6 +71,10 @@ int lkv_cmd_worker(int argc, char **argv)
     memset(&cfg, 0, sizeof(cfg));
     cfg.backend           = "cpu";
     cfg.connect_timeout_s = 60;
+    lkv_par_t par; /* --tp/--pp under mpirun: worker/parallel.h */
+    if (lkv_par_args("worker", &argc, argv, false, &par) != 0) {
+        return 2;
+    }
     optind                = 1;
     opterr                = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -120,6 +126,13 @@ int lkv_cmd_worker(int argc, char **argv)
                         "(the coordinator's --workers-listen)\n");
         return 2;
     }
+    if (!lkv_par_is_leader(&par)) {
+        /* a TP/PP follower: mirrors its instance leader's setup and plans */
+        st = lkv_par_worker_follow(&par, cfg.backend, cfg.threads,
+                                   cfg.link_gbps);
+        return st == LKV_OK || st == LKV_ERR_CANCELLED ? 0 : 1;
+    }
+    cfg.par = &par;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;

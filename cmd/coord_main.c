@@ -137,6 +137,8 @@ static void *worker_main(void *arg)
 {
     worker_thread_t *w = arg;
     w->st              = lkv_worker_loop_run(&w->cfg);
+    /* an embedded server without its worker cannot serve: stop it too */
+    g_stop = 1;
     return NULL;
 }
 
@@ -178,8 +180,8 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
     lkv_core_config_t cc = lkv_core_config_default();
     const char *listen = "tcp://127.0.0.1:5555", *mlisten = "127.0.0.1:9090";
     const char *wlisten = "tcp://127.0.0.1:5556", *backend = "cpu";
-    double      link_gbps = 0, d;
-    long        v;
+    double      link_gbps = 0, d = 0;
+    long        v = 0;
     int         threads = 0, c;
     char        inproc[64];
 
@@ -391,11 +393,15 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
     st = lkv_frontend_run(fe, core, &g_stop);
     rc = st == LKV_OK ? 0 : 1;
     if (wt_started) {
+        g_stop = 1;
         /* the worker got `shutdown`; keep answering nothing but let the
          * frontend's queue flush */
         pthread_join(wt, NULL);
         wt_started = false;
         if (w.st != LKV_OK && w.st != LKV_ERR_CANCELLED) {
+            fprintf(stderr, "layerkv %s: the worker stopped: %s (see the "
+                            "log above)\n",
+                    name, lkv_status_str(w.st));
             rc = 1;
         }
     }

@@ -16,6 +16,7 @@
 #include "transport/wire.h"
 #include "transport/zmq_util.h"
 #include "worker/model.h"
+#include "worker/parallel.h"
 #include "worker/step_exec.h"
 
 static lkv_status_t send_msg(void *sock, const lkv_wire_msg_t *m,
@@ -163,6 +164,9 @@ lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
     }
     const lkv_wire_config_t *wc = &msg.u.config;
     const char *path = cfg->model_override ? cfg->model_override : wc->model;
+    /* TP/PP peers load the same model (worker/parallel.h) */
+    LKV_CHECK_GOTO(lkv_par_lead_model(cfg->par, path, cfg->tokenizer_path), st,
+                   setup_failed);
 
     lkv_kern_config_t kc = lkv_kern_config_default();
     kc.n_threads         = cfg->threads;
@@ -181,7 +185,7 @@ lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
                       path, lkv_status_str(st));
         goto setup_failed;
     }
-    st = lkv_model_create(be, mf, &model);
+    st = lkv_par_model_create(cfg->par, be, mf, &model);
     if (st != LKV_OK) {
         LKV_LOG_ERROR("cannot load model '%s': %s", path, lkv_status_str(st));
         goto setup_failed;
@@ -198,6 +202,7 @@ lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
                                               (int)wc->block_size + 1
                                     : 0;
     xc.kv_dtype = LKV_DTYPE_F32;
+    LKV_CHECK_GOTO(lkv_par_lead_exec(cfg->par, &xc), st, setup_failed);
     st          = lkv_step_exec_create(model, &xc, &x);
     if (st != LKV_OK) {
         LKV_LOG_ERROR("cannot create the step executor (%d device + %d host "
@@ -263,6 +268,7 @@ setup_failed:
     lkv_wire_msg_release(&msg);
     report_setup_failure(sock, st, &buf);
 out:
+    lkv_par_lead_done(cfg->par); /* stops TP/PP followers */
     lkv_step_exec_destroy(&x);
     lkv_model_destroy(&model);
     lkv_model_file_close(&mf);

@@ -29,6 +29,8 @@ typedef struct {
     int         instance;    /* reported in hello */
     double      connect_timeout_s; /* wait for `config` (0 = forever) */
     volatile sig_atomic_t *stop;   /* may be NULL */
+    struct lkv_par *par; /* TP/PP peers of this instance leader
+                            (worker/parallel.h), or NULL */
 } lkv_worker_loop_config_t;
 
 /* Returns LKV_OK after `shutdown` or *stop, or the setup/transport error

@@ -317,10 +317,10 @@ lkv_status_t lkv_metrics_render(lkv_metrics_t *m, char **text_p,
         sb_printf(&b, "layerkv_kv_blocks_used{%s,tier=\"%s\"} %d\n", lab,
                   tier_names[t], s->blocks_used[t]);
     }
-    head(&b, "layerkv_kv_blocks_total", "gauge",
+    head(&b, "layerkv_kv_blocks_capacity", "gauge",
          "KV layer-block capacity per tier.");
     for (int t = 0; t < LKV_KV_TIER_COUNT; t++) {
-        sb_printf(&b, "layerkv_kv_blocks_total{%s,tier=\"%s\"} %d\n", lab,
+        sb_printf(&b, "layerkv_kv_blocks_capacity{%s,tier=\"%s\"} %d\n", lab,
                   tier_names[t], s->blocks_total[t]);
     }
     head(&b, "layerkv_kv_cache_usage_perc", "gauge",

@@ -15,11 +15,17 @@ int64_t lkv_router_predict_ttft_ns(lkv_inst_t *in, int32_t n_prompt)
     alpha = st.alpha > 0 ? st.alpha : 1.0;
     /* prefill of everything queued ahead plus this prompt (Eq. 3, linear
      * and quadratic terms of the fitted model) */
-    double tokens = (double)lkv_inst_queued_tokens(in) + (double)n_prompt;
-    pf = alpha * (st.pf_coef[0] * (1.0 + st.n_waiting) + st.pf_coef[1] * tokens +
-                  st.pf_coef[2] * (double)n_prompt * (double)n_prompt);
-    /* decode steps interleaved with those prefills */
     const lkv_sched_config_t *c = lkv_inst_sched_config(in);
+    double pc[3] = {st.pf_coef[0], st.pf_coef[1], st.pf_coef[2]};
+    if (pc[0] == 0 && pc[1] == 0 && pc[2] == 0) { /* not fitted yet: prior */
+        pc[0] = c->pf_c0_ns;
+        pc[1] = c->pf_c1_ns;
+        pc[2] = c->pf_c2_ns;
+    }
+    double tokens = (double)lkv_inst_queued_tokens(in) + (double)n_prompt;
+    pf = alpha * (pc[0] * (1.0 + st.n_waiting) + pc[1] * tokens +
+                  pc[2] * (double)n_prompt * (double)n_prompt);
+    /* decode steps interleaved with those prefills */
     dc = (c->dc_c0_ns + c->dc_c1_ns * st.n_running) *
          (st.dc_ratio > 0 ? st.dc_ratio : 1.0) * (1.0 + st.n_waiting);
     /* KV pressure: a nearly full device pool delays admission */

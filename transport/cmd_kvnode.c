@@ -31,7 +31,7 @@ static void usage(FILE *out)
         "[--block-bytes B]\n"
         "       layerkv kvnode --bench ENDPOINT [--block-bytes B] "
         "[--blocks N]\n"
-        "                      [--list N] [--window N]\n"
+        "                      [--list N] [--window N] [--slots N]\n"
         "\n"
         "Serve N GiB of registered host memory as a remote KV tier: workers\n"
         "(`layerkv run/serve --kvnode ENDPOINT`) ask ENDPOINT (ZeroMQ, e.g.\n"
@@ -51,6 +51,11 @@ static void usage(FILE *out)
         "                        lists in flight (default 4), verify the data,\n"
         "                        print MB/s (2^20 bytes/s, as ucx_perftest)\n"
         "  --blocks N            blocks per direction (default 512)\n"
+        "  --slots N             cycle through N remote blocks (default: all;\n"
+        "                        1 = ucx_perftest's single remote buffer)\n"
+        "  --busy-poll           never sleep: progress UCX continuously (one\n"
+        "                        core busy, lowest latency; default: sleep on\n"
+        "                        UCX's event fd when idle)\n"
         "\n"
         "UCX settings (docs/ucx.md): set UCX_TLS explicitly on both sides\n"
         "(sm,self on one host; tcp across hosts or network namespaces, with\n"
@@ -78,7 +83,7 @@ static int parse_u64(const char *opt, const char *s, uint64_t lo,
 int lkv_cmd_kvnode(int argc, char **argv)
 {
     enum { OPT_LISTEN = 256, OPT_CAP, OPT_BLOCK, OPT_BENCH, OPT_BLOCKS,
-           OPT_LIST, OPT_WINDOW };
+           OPT_LIST, OPT_WINDOW, OPT_BUSY, OPT_SLOTS };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"capacity-gib", required_argument, NULL, OPT_CAP},
@@ -87,13 +92,16 @@ int lkv_cmd_kvnode(int argc, char **argv)
         {"blocks", required_argument, NULL, OPT_BLOCKS},
         {"list", required_argument, NULL, OPT_LIST},
         {"window", required_argument, NULL, OPT_WINDOW},
+        {"busy-poll", no_argument, NULL, OPT_BUSY},
+        {"slots", required_argument, NULL, OPT_SLOTS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *listen = NULL, *bench = NULL;
     double      cap_gib = 0.0;
     uint64_t    block_bytes = 0, blocks = 512, list = 16, window = 4;
-    int         c, bad = 0;
+    uint64_t    slots = 0;
+    int         c, bad = 0, busy = 0;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -128,6 +136,12 @@ int lkv_cmd_kvnode(int argc, char **argv)
         case OPT_WINDOW:
             bad |= parse_u64("--window", optarg, 1, &window);
             break;
+        case OPT_SLOTS:
+            bad |= parse_u64("--slots", optarg, 1, &slots);
+            break;
+        case OPT_BUSY:
+            busy = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -160,6 +174,7 @@ int lkv_cmd_kvnode(int argc, char **argv)
         bc.n_blocks = blocks > (1u << 20) ? (1 << 20) : (int)blocks;
         bc.list     = list > 4096 ? 4096 : (int)list;
         bc.window   = window > 256 ? 256 : (int)window;
+        bc.slots    = slots > (1u << 30) ? (1 << 30) : (int)slots;
         lkv_ucx_bench_result_t br;
         lkv_status_t           st = lkv_ucx_bench_run(&bc, &br);
         if (st != LKV_OK) {
@@ -179,6 +194,7 @@ int lkv_cmd_kvnode(int argc, char **argv)
     kc.listen         = listen;
     kc.capacity_bytes = (uint64_t)(cap_gib * 1024.0 * 1024.0 * 1024.0);
     kc.block_bytes    = block_bytes;
+    kc.busy_poll      = busy != 0;
     lkv_kvnode_t *n   = NULL;
     lkv_status_t  st  = lkv_kvnode_create(&kc, &n);
     if (st != LKV_OK) {

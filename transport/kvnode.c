@@ -61,7 +61,7 @@ lkv_status_t lkv_kvnode_create(const lkv_kvnode_config_t *cfg,
         n->cfg.capacity_bytes -= cfg->capacity_bytes % cfg->block_bytes;
     }
     lkv_ucx_config_t uc = lkv_ucx_config_default();
-    uc.wakeup           = true;
+    uc.wakeup           = !cfg->busy_poll;
     LKV_CHECK_GOTO(lkv_ucx_create(&uc, &n->ucx), st, fail);
     LKV_CHECK_GOTO(lkv_ucx_mr_create(n->ucx, NULL,
                                      (size_t)n->cfg.capacity_bytes, &n->mr),
@@ -263,7 +263,9 @@ lkv_status_t lkv_kvnode_run_once(lkv_kvnode_t *n, int timeout_ms)
         if (n->efd >= 0) {
             lkv_status_t a = lkv_ucx_arm(n->ucx);
             if (a == LKV_ERR_BUSY) {
-                continue; /* UCX has events: progress again */
+                /* events pending but progress made none (e.g. a peer that
+                 * died): do not spin, look again in 1 ms */
+                left_ms = 1;
             }
             if (a == LKV_OK) {
                 it[1].fd     = n->efd;
@@ -271,8 +273,8 @@ lkv_status_t lkv_kvnode_run_once(lkv_kvnode_t *n, int timeout_ms)
                 ni           = 2;
             }
         }
-        if (ni == 1 && left_ms > 1) {
-            left_ms = 1; /* no event fd: poll UCX often */
+        if (ni == 1) {
+            left_ms = n->cfg.busy_poll ? 0 : 1; /* no event fd: poll UCX */
         }
         if (zmq_poll(it, ni, (long)left_ms) < 0) {
             if (errno == EINTR) {

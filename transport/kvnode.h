@@ -23,6 +23,7 @@
 #define LKV_TRANSPORT_KVNODE_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,9 @@ typedef struct {
     uint64_t    capacity_bytes; /* registered host memory */
     uint64_t    block_bytes;    /* advertised block size hint (0 = none);
                                    capacity is rounded down to a multiple */
+    bool        busy_poll;      /* progress UCX without sleeping (one core
+                                   busy; lowest latency) instead of
+                                   sleeping on the UCX event fd when idle */
 } lkv_kvnode_config_t;
 
 typedef struct lkv_kvnode lkv_kvnode_t;

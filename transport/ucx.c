@@ -224,7 +224,8 @@ int lkv_ucx_progress(lkv_ucx_t *u)
     int n = 0;
     unsigned k;
 
-    while ((k = ucp_worker_progress(u->wrk)) > 0) {
+    /* bounded: a peer in trouble can keep progress busy for a long time */
+    for (int i = 0; i < 64 && (k = ucp_worker_progress(u->wrk)) > 0; i++) {
         n += (int)k;
     }
     return n;
@@ -273,6 +274,33 @@ lkv_status_t lkv_ucx_mr_create(lkv_ucx_t *u, void *base, size_t len,
         return LKV_ERR_NOMEM;
     }
     mr->len = len;
+    ucp_mem_map_params_t mp;
+    memset(&mp, 0, sizeof(mp));
+    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
+                    UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    mp.address    = base;
+    mp.length     = len;
+    if (base == NULL && getenv("LKV_UCX_MR_MMAP") == NULL) {
+        /* let UCX allocate: shared-memory transports then map the region
+         * into the peer and puts/gets become plain copies (no active
+         * messages handled by the target) */
+        mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+        mp.flags       = UCP_MEM_MAP_ALLOCATE;
+        s              = ucp_mem_map(u->ctx, &mp, &mr->memh);
+        if (s == UCS_OK) {
+            ucp_mem_attr_t ma;
+            ma.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS |
+                            UCP_MEM_ATTR_FIELD_LENGTH;
+            if (ucp_mem_query(mr->memh, &ma) == UCS_OK && ma.length >= len) {
+                mr->base = ma.address;
+                goto pack;
+            }
+            ucp_mem_unmap(u->ctx, mr->memh);
+            mr->memh = NULL;
+        }
+        mp.field_mask &= ~(uint64_t)UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+        mp.flags = 0;
+    }
     if (base == NULL) {
         base = mmap(NULL, len, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -283,17 +311,11 @@ lkv_status_t lkv_ucx_mr_create(lkv_ucx_t *u, void *base, size_t len,
             free(mr);
             return LKV_ERR_NOMEM;
         }
-        mr->own = true;
+        mr->own    = true;
+        mp.address = base;
     }
     mr->base = base;
-
-    ucp_mem_map_params_t mp;
-    memset(&mp, 0, sizeof(mp));
-    mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
-                    UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-    mp.address    = base;
-    mp.length     = len;
-    s             = ucp_mem_map(u->ctx, &mp, &mr->memh);
+    s        = ucp_mem_map(u->ctx, &mp, &mr->memh);
     if (s != UCS_OK) {
         LKV_LOG_ERROR("ucp_mem_map of %zu bytes: %s", len,
                       ucs_status_string(s));
@@ -301,6 +323,7 @@ lkv_status_t lkv_ucx_mr_create(lkv_ucx_t *u, void *base, size_t len,
         lkv_ucx_mr_destroy(u, &mr);
         return LKV_ERR_IO;
     }
+pack:
     s = ucp_rkey_pack(u->ctx, mr->memh, &mr->rkey, &mr->rkey_len);
     if (s != UCS_OK) {
         LKV_LOG_ERROR("ucp_rkey_pack: %s", ucs_status_string(s));

@@ -5,6 +5,7 @@
 #include "worker/comm.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,8 @@ struct lkv_comm {
     int      inst, n_inst, inst_rank;
     MPI_Comm inst_comm, tp_comm, pp_comm;
     float   *gather;       /* (tp, n) allgather scratch, host */
+    uint8_t *pbuf;         /* step plan wire buffer */
+    size_t   pbuf_cap;
     size_t   gather_n;
     lkv_kern_backend_t *be; /* attached backend (borrowed) */
     bool     on_host;
@@ -100,6 +103,13 @@ lkv_status_t lkv_comm_create(int tp, int pp, lkv_comm_t **c_p)
         MPI_Comm_rank(MPI_COMM_WORLD, &c->world_rank);
         MPI_Comm_size(MPI_COMM_WORLD, &c->world_size);
     }
+    if (!c->mpi && tp * pp != 1) {
+        LKV_LOG_ERROR("tp %d x pp %d needs %d ranks: start with mpirun -np %d "
+                      "(deploy/mpirun/launch.sh)",
+                      tp, pp, tp * pp, tp * pp);
+        st = LKV_ERR_INVALID;
+        goto fail;
+    }
     if (c->world_size % (tp * pp) != 0) {
         LKV_LOG_ERROR("%d ranks cannot form instances of tp %d x pp %d = %d "
                       "ranks: start a multiple of %d ranks (mpirun -np)",
@@ -130,12 +140,6 @@ lkv_status_t lkv_comm_create(int tp, int pp, lkv_comm_t **c_p)
         MPI_Comm_set_errhandler(c->inst_comm, MPI_ERRORS_RETURN);
         MPI_Comm_set_errhandler(c->tp_comm, MPI_ERRORS_RETURN);
         MPI_Comm_set_errhandler(c->pp_comm, MPI_ERRORS_RETURN);
-    } else if (per != 1) {
-        LKV_LOG_ERROR("tp %d x pp %d needs %d ranks: start with mpirun -np %d "
-                      "(deploy/mpirun/launch.sh)",
-                      tp, pp, per, per);
-        st = LKV_ERR_INVALID;
-        goto fail;
     }
     *c_p = c;
     return LKV_OK;
@@ -176,6 +180,7 @@ void lkv_comm_destroy(lkv_comm_t **c_p)
         }
     }
     free(c->gather);
+    free(c->pbuf);
     free(c);
     *c_p = NULL;
 }
@@ -394,4 +399,209 @@ lkv_status_t lkv_comm_inst_barrier(lkv_comm_t *c)
     }
     MPI_CHECK(MPI_Barrier(c->inst_comm), "MPI_Barrier");
     return LKV_OK;
+}
+
+/* ---- step plans: a header, then the arrays back to back ---- */
+
+typedef struct {
+    uint64_t step_id;
+    int32_t  n_seqs, n_appends, n_moves, n_finished;
+    int32_t  n_tokens, n_blocks; /* totals of the variable arrays */
+    int32_t  stop;
+    int32_t  pad;
+} plan_hdr_t;
+
+static size_t plan_bytes(const plan_hdr_t *h)
+{
+    return (size_t)h->n_seqs * sizeof(lkv_plan_seq_t) +
+           (size_t)h->n_appends * sizeof(lkv_plan_append_t) +
+           (size_t)h->n_moves * sizeof(lkv_plan_move_t) +
+           (size_t)h->n_finished * sizeof(uint64_t) +
+           (size_t)(h->n_tokens + h->n_blocks) * sizeof(int32_t);
+}
+
+static lkv_status_t pbuf_reserve(lkv_comm_t *c, size_t bytes)
+{
+    if (bytes > c->pbuf_cap) {
+        uint8_t *b = realloc(c->pbuf, bytes);
+        if (b == NULL) {
+            return LKV_ERR_NOMEM;
+        }
+        c->pbuf     = b;
+        c->pbuf_cap = bytes;
+    }
+    return LKV_OK;
+}
+
+static bool plan_active(const lkv_comm_t *c)
+{
+    return c != NULL && c->mpi && c->tp * c->pp > 1;
+}
+
+lkv_status_t lkv_comm_plan_send(lkv_comm_t *c, const lkv_step_plan_t *p)
+{
+    plan_hdr_t h;
+
+    if (!plan_active(c) || c->inst_rank != 0) {
+        return LKV_OK;
+    }
+    memset(&h, 0, sizeof(h));
+    h.step_id    = p->step_id;
+    h.n_seqs     = p->n_seqs > 0 ? p->n_seqs : 0;
+    h.n_appends  = p->n_appends > 0 ? p->n_appends : 0;
+    h.n_moves    = p->n_moves > 0 ? p->n_moves : 0;
+    h.n_finished = p->n_finished > 0 ? p->n_finished : 0;
+    for (int i = 0; i < h.n_seqs; i++) {
+        h.n_tokens += p->seqs[i].n_tokens > 0 ? p->seqs[i].n_tokens : 0;
+    }
+    for (int i = 0; i < h.n_appends; i++) {
+        h.n_blocks += p->appends[i].n_blocks > 0 ? p->appends[i].n_blocks : 0;
+    }
+    for (int i = 0; i < h.n_moves; i++) {
+        h.n_blocks += 2 * (p->moves[i].n_blocks > 0 ? p->moves[i].n_blocks
+                                                    : 0);
+    }
+    size_t bytes = plan_bytes(&h);
+    LKV_CHECK(pbuf_reserve(c, bytes));
+    uint8_t *w = c->pbuf;
+#define PUT(src_, n_)                                                          \
+    do {                                                                       \
+        size_t b_ = (size_t)(n_) * sizeof(*(src_));                            \
+        if (b_ > 0) {                                                          \
+            memcpy(w, (src_), b_);                                             \
+            w += b_;                                                           \
+        }                                                                      \
+    } while (0)
+    PUT(p->seqs, h.n_seqs);
+    PUT(p->appends, h.n_appends);
+    PUT(p->moves, h.n_moves);
+    PUT(p->finished, h.n_finished);
+    for (int i = 0; i < h.n_seqs; i++) {
+        if (p->seqs[i].n_tokens > 0) {
+            PUT(p->seqs[i].tokens, p->seqs[i].n_tokens);
+        }
+    }
+    for (int i = 0; i < h.n_appends; i++) {
+        if (p->appends[i].n_blocks > 0) {
+            PUT(p->appends[i].blocks, p->appends[i].n_blocks);
+        }
+    }
+    for (int i = 0; i < h.n_moves; i++) {
+        if (p->moves[i].n_blocks > 0) {
+            PUT(p->moves[i].src, p->moves[i].n_blocks);
+            PUT(p->moves[i].dst, p->moves[i].n_blocks);
+        }
+    }
+#undef PUT
+    MPI_CHECK(MPI_Bcast(&h, (int)sizeof(h), MPI_BYTE, 0, c->inst_comm),
+              "MPI_Bcast (plan header)");
+    LKV_CHECK(check_count(bytes));
+    if (bytes > 0) {
+        MPI_CHECK(MPI_Bcast(c->pbuf, (int)bytes, MPI_BYTE, 0, c->inst_comm),
+                  "MPI_Bcast (plan)");
+    }
+    return LKV_OK;
+}
+
+lkv_status_t lkv_comm_plan_stop(lkv_comm_t *c)
+{
+    plan_hdr_t h;
+
+    if (!plan_active(c) || c->inst_rank != 0) {
+        return LKV_OK;
+    }
+    memset(&h, 0, sizeof(h));
+    h.stop = 1;
+    MPI_CHECK(MPI_Bcast(&h, (int)sizeof(h), MPI_BYTE, 0, c->inst_comm),
+              "MPI_Bcast (plan stop)");
+    return LKV_OK;
+}
+
+lkv_status_t lkv_comm_plan_recv(lkv_comm_t *c, lkv_step_plan_t *p,
+                                bool *stop_p)
+{
+    plan_hdr_t h;
+
+    if (!plan_active(c) || c->inst_rank == 0) {
+        return LKV_ERR_INVALID;
+    }
+    MPI_CHECK(MPI_Bcast(&h, (int)sizeof(h), MPI_BYTE, 0, c->inst_comm),
+              "MPI_Bcast (plan header)");
+    *stop_p = h.stop != 0;
+    memset(p, 0, sizeof(*p));
+    if (h.stop) {
+        return LKV_OK;
+    }
+    if (h.n_seqs < 0 || h.n_appends < 0 || h.n_moves < 0 ||
+        h.n_finished < 0 || h.n_tokens < 0 || h.n_blocks < 0) {
+        LKV_LOG_ERROR("malformed plan header from the leader");
+        return LKV_ERR_PROTOCOL;
+    }
+    size_t bytes = plan_bytes(&h);
+    LKV_CHECK(check_count(bytes));
+    LKV_CHECK(pbuf_reserve(c, bytes > 0 ? bytes : 1));
+    if (bytes > 0) {
+        MPI_CHECK(MPI_Bcast(c->pbuf, (int)bytes, MPI_BYTE, 0, c->inst_comm),
+                  "MPI_Bcast (plan)");
+    }
+    /* re-point the arrays into the buffer; counts checked against totals */
+    uint8_t           *r     = c->pbuf;
+    lkv_plan_seq_t    *seqs  = (lkv_plan_seq_t *)r;
+    r += (size_t)h.n_seqs * sizeof(*seqs);
+    lkv_plan_append_t *apps  = (lkv_plan_append_t *)r;
+    r += (size_t)h.n_appends * sizeof(*apps);
+    lkv_plan_move_t   *moves = (lkv_plan_move_t *)r;
+    r += (size_t)h.n_moves * sizeof(*moves);
+    uint64_t          *fin   = (uint64_t *)r;
+    r += (size_t)h.n_finished * sizeof(*fin);
+    int32_t           *ints  = (int32_t *)r;
+    int64_t            left  = (int64_t)h.n_tokens + h.n_blocks;
+
+    for (int i = 0; i < h.n_seqs; i++) {
+        int32_t n = seqs[i].n_tokens > 0 ? seqs[i].n_tokens : 0;
+        if (n > left) {
+            goto bad;
+        }
+        seqs[i].tokens = ints;
+        ints += n;
+        left -= n;
+    }
+    for (int i = 0; i < h.n_appends; i++) {
+        int32_t n = apps[i].n_blocks > 0 ? apps[i].n_blocks : 0;
+        if (n > left) {
+            goto bad;
+        }
+        apps[i].blocks = ints;
+        ints += n;
+        left -= n;
+    }
+    for (int i = 0; i < h.n_moves; i++) {
+        int32_t n = moves[i].n_blocks > 0 ? moves[i].n_blocks : 0;
+        if (2 * (int64_t)n > left) {
+            goto bad;
+        }
+        moves[i].src = ints;
+        moves[i].dst = ints + n;
+        ints += 2 * n;
+        left -= 2 * n;
+    }
+    if (left != 0) {
+        goto bad;
+    }
+    p->step_id    = h.step_id;
+    p->n_seqs     = h.n_seqs;
+    p->seqs       = seqs;
+    p->n_appends  = h.n_appends;
+    p->appends    = apps;
+    p->n_moves    = h.n_moves;
+    p->moves      = moves;
+    p->n_finished = h.n_finished;
+    p->finished   = fin;
+    return LKV_OK;
+
+bad:
+    LKV_LOG_ERROR("malformed plan %llu from the leader: array sizes do not "
+                  "add up",
+                  (unsigned long long)h.step_id);
+    return LKV_ERR_PROTOCOL;
 }

@@ -24,6 +24,7 @@
 #include <stddef.h>
 
 #include "common/status.h"
+#include "common/step_plan.h"
 #include "kernels/kernels.h"
 
 #ifdef __cplusplus
@@ -83,6 +84,22 @@ lkv_status_t lkv_comm_pp_bcast_from_last(lkv_comm_t *c, float *buf, size_t n);
 lkv_status_t lkv_comm_inst_bcast(lkv_comm_t *c, void *buf, size_t bytes);
 /* Wait for every rank of the instance. */
 lkv_status_t lkv_comm_inst_barrier(lkv_comm_t *c);
+
+/* Step plans: the instance leader decides every plan and sends it to its
+ * TP/PP peers, which run exactly the leader's plans (their own schedulers
+ * would diverge: plans depend on when background copies complete).
+ * lkv_comm_plan_send: leader only (a no-op on other ranks and for a
+ * one-rank instance); called by lkv_step_exec_run for every plan.
+ * lkv_comm_plan_recv: followers; blocks for the next plan, which stays valid
+ * until the next call (memory owned by c); *stop_p is set when the leader
+ * called lkv_comm_plan_stop (no more plans: the follower returns).
+ * Errors: LKV_ERR_PEER_LOST (MPI failed), LKV_ERR_PROTOCOL (a malformed
+ * plan), LKV_ERR_NOMEM. Plans travel as raw structs: all ranks must run the
+ * same layerkv binary. */
+lkv_status_t lkv_comm_plan_send(lkv_comm_t *c, const lkv_step_plan_t *p);
+lkv_status_t lkv_comm_plan_recv(lkv_comm_t *c, lkv_step_plan_t *p,
+                                bool *stop_p);
+lkv_status_t lkv_comm_plan_stop(lkv_comm_t *c);
 
 /* Benchmark helpers (bench/allreduce_bench.c): the MPI library's own
  * MPI_Allreduce(SUM) over the TP group of n host floats, in place. */

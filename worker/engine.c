@@ -618,7 +618,8 @@ static bool plan_preempt(plan_t *p)
         }
         for (int ri = p->n_reqs - 1; ri > first && first >= 0; ri--) {
             req_t *r = &p->reqs[ri];
-            if (!r->done && r->registered && r->n_moving == 0) {
+            if (!r->done && r->registered && r->n_moving == 0 &&
+                r->n_prefilled > 0) {
                 LKV_LOG_DEBUG("kv pools full: seq %" PRIu64 " is preempted "
                               "(recompute)",
                               r->seq_id);
@@ -708,7 +709,16 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
         }
         req_t *r = &p->reqs[rec->req];
         if (rec->seq_id != r->seq_id) {
-            mrec_free(e, rec); /* a move of a recomputed incarnation */
+            /* a move of an incarnation dropped for recompute: end it so
+             * the allocator releases its blocks */
+            if (rec->kind == LKV_PLAN_MOVE_STAGE) {
+                lkv_kv_stage_end(e->alloc, rec->seq_id, rec->layer);
+            } else if (ok) {
+                lkv_kv_move_end(e->alloc, rec->seq_id, rec->layer);
+            } else {
+                lkv_kv_move_abort(e->alloc, rec->seq_id, rec->layer);
+            }
+            mrec_free(e, rec);
             continue;
         }
         mrec_free(e, rec);
@@ -754,15 +764,15 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
         if (r->done) {
             continue;
         }
+        if (q->seq_id != r->seq_id) {
+            continue; /* recomputed in this step: its result is stale */
+        }
         if (res->seqs[i].status != LKV_OK) {
             if (!req_recompute(p, ri, (lkv_status_t)res->seqs[i].status)) {
                 req_finish(p, ri, (lkv_status_t)res->seqs[i].status, fn,
                            ctx);
             }
             continue;
-        }
-        if (q->seq_id != r->seq_id) {
-            continue; /* recomputed in this step: its token is stale */
         }
         if (r->n_prefilled < r->n_ctx0) {
             r->n_prefilled += q->n_tokens;

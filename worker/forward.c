@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "worker/comm.h"
 
 struct lkv_fwd {
     const lkv_model_t  *m;
@@ -345,10 +346,30 @@ lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
     a.block_size  = f->cfg.block_size;
     a.scale       = 1.0f / sqrtf((float)c->head_dim);
 
-    K(LKV_KERN_CALL(be, embedding, f->x, m->tok_embd.data, m->tok_embd.dtype,
-                    f->d_ids, n, c->dim));
+    /* pipeline: the first stage embeds, later ones take the residual
+     * stream from the previous stage (worker/shard.h) */
+    const lkv_shard_t *sh    = &m->shard;
+    size_t             n_act = (size_t)n * (size_t)c->dim;
+    if (sh->pp_rank == 0) {
+        K(LKV_KERN_CALL(be, embedding, f->x, m->tok_embd.data,
+                        m->tok_embd.dtype, f->d_ids, n, c->dim));
+    } else {
+        K(lkv_comm_pp_recv_prev(m->comm, f->x, n_act));
+    }
     for (int l = 0; l < c->n_layers; l++) {
         const lkv_layer_weights_t *w = &m->layers[l];
+
+        if (!lkv_shard_has_layer(sh, l)) {
+            /* another stage's layer: keep the hooks' per-layer bookkeeping
+             * (reloads applied, copies started) in step with that stage */
+            if (b->before_layer != NULL) {
+                K(b->before_layer(b->ctx, l));
+            }
+            if (b->kv_done != NULL) {
+                K(b->kv_done(b->ctx, l));
+            }
+            continue;
+        }
 
         K(LKV_KERN_CALL(be, rmsnorm, f->xb, f->x, w->attn_norm.data,
                         w->attn_norm.dtype, n, c->dim, c->norm_eps));
@@ -378,6 +399,9 @@ lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
                         f->cfg.kv_dtype, &a));
         K(LKV_KERN_CALL(be, matmul, f->xb, f->att, w->wo.data, w->wo.dtype,
                         NULL, n, qd, c->dim));
+        if (sh->tp > 1) { /* row-split wo: sum the partial outputs */
+            K(lkv_comm_tp_allreduce(m->comm, f->xb, n_act));
+        }
         K(LKV_KERN_CALL(be, add, f->x, f->x, f->xb, (size_t)n * c->dim));
 
         K(LKV_KERN_CALL(be, rmsnorm, f->xb, f->x, w->ffn_norm.data,
@@ -390,9 +414,15 @@ lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
                         (size_t)n * c->hidden_dim));
         K(LKV_KERN_CALL(be, matmul, f->xb, f->hb, w->w_down.data,
                         w->w_down.dtype, NULL, n, c->hidden_dim, c->dim));
+        if (sh->tp > 1) { /* row-split w_down */
+            K(lkv_comm_tp_allreduce(m->comm, f->xb, n_act));
+        }
         K(LKV_KERN_CALL(be, add, f->x, f->x, f->xb, (size_t)n * c->dim));
     }
-    if (n_rows > 0) {
+    if (sh->pp_rank + 1 < sh->pp) {
+        K(lkv_comm_pp_send_next(m->comm, f->x, n_act));
+    }
+    if (n_rows > 0 && sh->pp_rank + 1 == sh->pp) {
         K(LKV_KERN_CALL(be, gather_rows, f->xs, f->x, f->d_rows, n_rows,
                         c->dim));
         K(LKV_KERN_CALL(be, rmsnorm, f->xs, f->xs, m->out_norm.data,
@@ -400,6 +430,11 @@ lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
         K(LKV_KERN_CALL(be, matmul, f->logits, f->xs, m->output.data,
                         m->output.dtype, NULL, n_rows, c->dim,
                         c->vocab_size));
+    }
+    if (n_rows > 0 && sh->pp > 1) {
+        /* every stage samples the same tokens from the last stage's logits */
+        K(lkv_comm_pp_bcast_from_last(m->comm, f->logits,
+                                      (size_t)n_rows * (size_t)c->vocab_size));
     }
     f->n_rows = n_rows;
     *n_rows_p = n_rows;

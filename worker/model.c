@@ -124,10 +124,70 @@ static lkv_status_t weight(lkv_model_t *m, const lkv_tensor_t *t,
     return place(m, t->data, bytes, &w->data);
 }
 
+/* Rows [r0, r0 + nr) of a (rows, cols) tensor: contiguous, no copy on host
+ * backends. The whole tensor when r0 == 0 and nr == rows. */
+static lkv_status_t weight_rows(lkv_model_t *m, const lkv_tensor_t *t,
+                                const char *name, int layer, int64_t rows,
+                                int64_t cols, int64_t r0, int64_t nr,
+                                lkv_weight_t *w)
+{
+    if (r0 == 0 && nr == rows) {
+        return weight(m, t, name, layer, rows, cols, w);
+    }
+    lkv_tensor_t part = *t;
+    if (t->data != NULL && t->rows == rows && t->cols == cols) {
+        part.data = (const uint8_t *)t->data +
+                    (size_t)r0 * (size_t)cols * lkv_dtype_size(t->dtype);
+        part.rows = nr;
+    }
+    return weight(m, &part, name, layer, nr, cols, w);
+}
+
+/* Columns [c0, c0 + nc) of a (rows, cols) tensor: gathered into a copy (held
+ * by the model). The whole tensor when c0 == 0 and nc == cols. */
+static lkv_status_t weight_cols(lkv_model_t *m, const lkv_tensor_t *t,
+                                const char *name, int layer, int64_t rows,
+                                int64_t cols, int64_t c0, int64_t nc,
+                                lkv_weight_t *w)
+{
+    lkv_status_t st;
+
+    if (c0 == 0 && nc == cols) {
+        return weight(m, t, name, layer, rows, cols, w);
+    }
+    if (t->data == NULL || t->rows != rows || t->cols != cols) {
+        return weight(m, t, name, layer, rows, cols, w); /* logs the shape */
+    }
+    size_t   es  = lkv_dtype_size(t->dtype);
+    size_t   rb  = (size_t)nc * es;
+    uint8_t *tmp = malloc((size_t)rows * rb);
+    if (tmp == NULL) {
+        return LKV_ERR_NOMEM;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(tmp + (size_t)r * rb,
+               (const uint8_t *)t->data + ((size_t)r * (size_t)cols +
+                                           (size_t)c0) * es,
+               rb);
+    }
+    lkv_tensor_t part = *t;
+    part.data         = tmp;
+    part.cols         = nc;
+    st                = weight(m, &part, name, layer, rows, nc, w);
+    if (m->on_host && st == LKV_OK) {
+        st = own(m, tmp); /* w points into tmp */
+        if (st == LKV_OK) {
+            return LKV_OK;
+        }
+    }
+    free(tmp); /* uploaded (device) or failed */
+    return st;
+}
+
 /* Biases go to the backend as f32 whatever their dtype in the file. */
-static lkv_status_t bias(lkv_model_t *m, const lkv_tensor_t *t,
-                         const char *name, int layer, int64_t n,
-                         const float **b_p)
+static lkv_status_t bias_all(lkv_model_t *m, const lkv_tensor_t *t,
+                             const char *name, int layer, int64_t n,
+                             const float **b_p)
 {
     float       *tmp = NULL;
     const void  *d;
@@ -183,6 +243,22 @@ static lkv_status_t bias(lkv_model_t *m, const lkv_tensor_t *t,
     return st;
 }
 
+/* Values [off, off + n) of a bias of n_all values. */
+static lkv_status_t bias(lkv_model_t *m, const lkv_tensor_t *t,
+                         const char *name, int layer, int64_t n_all,
+                         int64_t off, int64_t n, const float **b_p)
+{
+    if ((off == 0 && n == n_all) || t->data == NULL ||
+        t->rows * t->cols != n_all) {
+        return bias_all(m, t, name, layer, n_all, b_p);
+    }
+    lkv_tensor_t part = *t;
+    part.data = (const uint8_t *)t->data + (size_t)off * lkv_dtype_size(t->dtype);
+    part.rows = 1;
+    part.cols = n;
+    return bias_all(m, &part, name, layer, n, b_p);
+}
+
 static lkv_status_t check_config(const lkv_model_config_t *c)
 {
     if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 ||
@@ -201,6 +277,15 @@ static lkv_status_t check_config(const lkv_model_config_t *c)
 lkv_status_t lkv_model_create(lkv_kern_backend_t *be,
                               const lkv_model_file_t *mf, lkv_model_t **m_p)
 {
+    return lkv_model_create_sharded(be, mf, NULL, NULL, m_p);
+}
+
+lkv_status_t lkv_model_create_sharded(lkv_kern_backend_t *be,
+                                      const lkv_model_file_t *mf,
+                                      const lkv_shard_t *shard,
+                                      struct lkv_comm *comm,
+                                      lkv_model_t **m_p)
+{
     lkv_model_t               *m;
     const lkv_model_tensors_t *t;
     lkv_status_t               st;
@@ -218,10 +303,33 @@ lkv_status_t lkv_model_create(lkv_kern_backend_t *be,
     m->on_host = be->ops == &lkv_kern_cpu_ops;
     t          = lkv_model_file_tensors(mf);
     LKV_CHECK_GOTO(check_config(&m->cfg), st, fail);
+    m->shard = shard != NULL ? *shard : lkv_shard_single(&m->cfg);
+    m->comm  = comm;
 
-    const lkv_model_config_t *c   = &m->cfg;
-    int64_t                   qd  = (int64_t)c->n_heads * c->head_dim;
-    int64_t                   kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    /* c: the file's (whole-model) config while loading; m->cfg becomes this
+     * rank's share at the end */
+    lkv_model_config_t        full = m->cfg;
+    const lkv_model_config_t *c    = &full;
+    const lkv_shard_t        *sh   = &m->shard;
+    int64_t                   qd   = (int64_t)c->n_heads * c->head_dim;
+    int64_t                   kvd  = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t                   hd   = c->head_dim;
+    int64_t                   q0 = sh->q_head0 * hd, nq = sh->n_q_heads * hd;
+    int64_t                   k0 = sh->kv_head0 * hd, nk = sh->n_kv_heads * hd;
+    int64_t                   f0 = sh->ff0, nf = sh->n_ff;
+
+    if (sh->layer0 < 0 || sh->layer1 > c->n_layers ||
+        sh->layer0 >= sh->layer1 || q0 + nq > qd || k0 + nk > kvd ||
+        f0 + nf > c->hidden_dim || nq <= 0 || nk <= 0 || nf <= 0) {
+        LKV_LOG_ERROR("shard does not fit the model: layers %d..%d of %d, "
+                      "query heads %d+%d, kv heads %d+%d, mlp columns "
+                      "%d+%d",
+                      sh->layer0, sh->layer1 - 1, c->n_layers, sh->q_head0,
+                      sh->n_q_heads, sh->kv_head0, sh->n_kv_heads, sh->ff0,
+                      sh->n_ff);
+        st = LKV_ERR_INVALID;
+        goto fail;
+    }
 
     LKV_CHECK_GOTO(weight(m, &t->tok_embd, "tok_embd", -1, c->vocab_size,
                           c->dim, &m->tok_embd),
@@ -241,35 +349,42 @@ lkv_status_t lkv_model_create(lkv_kern_backend_t *be,
         st = LKV_ERR_NOMEM;
         goto fail;
     }
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = sh->layer0; l < sh->layer1; l++) {
         const lkv_layer_tensors_t *lt = &t->layers[l];
         lkv_layer_weights_t       *lw = &m->layers[l];
 
         LKV_CHECK_GOTO(weight(m, &lt->attn_norm, "attn_norm", l, 1, c->dim,
                               &lw->attn_norm),
                        st, fail);
-        LKV_CHECK_GOTO(weight(m, &lt->wq, "wq", l, qd, c->dim, &lw->wq), st,
+        LKV_CHECK_GOTO(weight_rows(m, &lt->wq, "wq", l, qd, c->dim, q0, nq,
+                                   &lw->wq),
+                       st, fail);
+        LKV_CHECK_GOTO(weight_rows(m, &lt->wk, "wk", l, kvd, c->dim, k0, nk,
+                                   &lw->wk),
+                       st, fail);
+        LKV_CHECK_GOTO(weight_rows(m, &lt->wv, "wv", l, kvd, c->dim, k0, nk,
+                                   &lw->wv),
+                       st, fail);
+        LKV_CHECK_GOTO(bias(m, &lt->bq, "bq", l, qd, q0, nq, &lw->bq), st,
                        fail);
-        LKV_CHECK_GOTO(weight(m, &lt->wk, "wk", l, kvd, c->dim, &lw->wk), st,
+        LKV_CHECK_GOTO(bias(m, &lt->bk, "bk", l, kvd, k0, nk, &lw->bk), st,
                        fail);
-        LKV_CHECK_GOTO(weight(m, &lt->wv, "wv", l, kvd, c->dim, &lw->wv), st,
+        LKV_CHECK_GOTO(bias(m, &lt->bv, "bv", l, kvd, k0, nk, &lw->bv), st,
                        fail);
-        LKV_CHECK_GOTO(bias(m, &lt->bq, "bq", l, qd, &lw->bq), st, fail);
-        LKV_CHECK_GOTO(bias(m, &lt->bk, "bk", l, kvd, &lw->bk), st, fail);
-        LKV_CHECK_GOTO(bias(m, &lt->bv, "bv", l, kvd, &lw->bv), st, fail);
-        LKV_CHECK_GOTO(weight(m, &lt->wo, "wo", l, c->dim, qd, &lw->wo), st,
-                       fail);
+        LKV_CHECK_GOTO(weight_cols(m, &lt->wo, "wo", l, c->dim, qd, q0, nq,
+                                   &lw->wo),
+                       st, fail);
         LKV_CHECK_GOTO(weight(m, &lt->ffn_norm, "ffn_norm", l, 1, c->dim,
                               &lw->ffn_norm),
                        st, fail);
-        LKV_CHECK_GOTO(weight(m, &lt->w_gate, "w_gate", l, c->hidden_dim,
-                              c->dim, &lw->w_gate),
+        LKV_CHECK_GOTO(weight_rows(m, &lt->w_gate, "w_gate", l, c->hidden_dim,
+                                   c->dim, f0, nf, &lw->w_gate),
                        st, fail);
-        LKV_CHECK_GOTO(weight(m, &lt->w_up, "w_up", l, c->hidden_dim, c->dim,
-                              &lw->w_up),
+        LKV_CHECK_GOTO(weight_rows(m, &lt->w_up, "w_up", l, c->hidden_dim,
+                                   c->dim, f0, nf, &lw->w_up),
                        st, fail);
-        LKV_CHECK_GOTO(weight(m, &lt->w_down, "w_down", l, c->dim,
-                              c->hidden_dim, &lw->w_down),
+        LKV_CHECK_GOTO(weight_cols(m, &lt->w_down, "w_down", l, c->dim,
+                                   c->hidden_dim, f0, nf, &lw->w_down),
                        st, fail);
     }
 
@@ -310,6 +425,9 @@ lkv_status_t lkv_model_create(lkv_kern_backend_t *be,
                        st, fail);
         m->inv_freq = d;
     }
+    m->cfg.n_heads    = sh->n_q_heads;
+    m->cfg.n_kv_heads = sh->n_kv_heads;
+    m->cfg.hidden_dim = sh->n_ff;
     *m_p = m;
     return LKV_OK;
 

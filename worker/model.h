@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "format/model_file.h"
 #include "kernels/kernels.h"
+#include "worker/shard.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,6 +51,11 @@ typedef struct lkv_model {
     int                  n_owned;
     int                  cap_owned;
     bool                 on_host;   /* backend memory is host memory */
+    /* tensor/pipeline parallelism (worker/shard.h, worker/comm.h): cfg's
+     * n_heads, n_kv_heads and hidden_dim are this rank's share; n_layers
+     * stays the model's, layers[] outside [layer0, layer1) are empty */
+    lkv_shard_t          shard;
+    struct lkv_comm     *comm;      /* borrowed; NULL: single process */
 } lkv_model_t;
 
 /* Compute the RoPE inverse frequencies of cfg into inv_freq (rope_dim / 2
@@ -65,6 +71,16 @@ lkv_status_t lkv_model_rope_inv_freq(const lkv_model_config_t *cfg,
 lkv_status_t lkv_model_create(lkv_kern_backend_t *be,
                               const lkv_model_file_t *mf, lkv_model_t **m_p);
 void         lkv_model_destroy(lkv_model_t **m_p);
+
+/* As lkv_model_create, holding only the heads, MLP columns and layers of
+ * shard (lkv_shard_plan) and using comm (borrowed, may be NULL when shard is
+ * tp 1 x pp 1) for the forward pass's all-reduces and stage transfers.
+ * shard NULL = the whole model. Errors as lkv_model_create. */
+lkv_status_t lkv_model_create_sharded(lkv_kern_backend_t *be,
+                                      const lkv_model_file_t *mf,
+                                      const lkv_shard_t *shard,
+                                      struct lkv_comm *comm,
+                                      lkv_model_t **m_p);
 
 /* Bytes of one layer-block (K and V of block_size tokens of one layer). */
 size_t lkv_model_block_bytes(const lkv_model_t *m, int block_size,

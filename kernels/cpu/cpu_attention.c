@@ -2,9 +2,11 @@
  *
  * Semantics are those of kernels.h (lkv_kern_attn_t): causal prefill and
  * decode in one call, GQA, K/V read from the paged pool in f32/f16/bf16.
- * Work is split over (query row, head) pairs across the compute pool; each
- * pair runs a chunked online softmax (keys in chunks of ATTN_CHUNK, running
- * max and sum) so no scratch proportional to the context is needed.
+ * Work is split across the compute pool into tasks of (query row, KV head,
+ * up to ATTN_GROUP of the query heads that share it), so each K/V row is
+ * read once per group (GQA); each task runs a chunked online softmax (keys
+ * in chunks of ATTN_CHUNK, running max and sum per head) so no scratch
+ * proportional to the context is needed.
  *
  * Threading: one caller at a time (kernels.h).
  */
@@ -18,7 +20,10 @@
 #include "kernels/cpu/cpu_impl.h"
 
 #define ATTN_CHUNK 256
-#define ATTN_MAX_HEAD_DIM 1024
+#define ATTN_MAX_HEAD_DIM 512
+/* query heads per task that share one KV head (GQA): K and V rows are read
+ * once for all of them */
+#define ATTN_GROUP 8
 /* query x key x head_dim products below which attention runs serially */
 #define ATTN_SERIAL_WORK (32 * 1024)
 
@@ -103,42 +108,52 @@ static int seq_of_row(const int32_t *q_start, int n_seqs, int row)
 
 static void attn_task(void *ctx_, int tid, int64_t begin, int64_t end)
 {
-    attn_ctx_t            *c    = ctx_;
-    const lkv_kern_attn_t *a    = c->a;
-    int                    hd   = a->head_dim;
-    int                    grp  = a->n_heads / a->n_kv_heads;
-    size_t                 row  = (size_t)a->n_kv_heads * hd;
-    size_t                 bsz  = (size_t)a->block_size * row;
-    size_t                 esz  = lkv_dtype_size(c->dt);
-    int                    simd = c->impl->have_avx512;
-    float                  scores[ATTN_CHUNK];
-    float                  acc[ATTN_MAX_HEAD_DIM];
+    attn_ctx_t            *c     = ctx_;
+    const lkv_kern_attn_t *a     = c->a;
+    int                    hd    = a->head_dim;
+    int                    grp   = a->n_heads / a->n_kv_heads;
+    int                    n_sub = (grp + ATTN_GROUP - 1) / ATTN_GROUP;
+    int64_t                per_r = (int64_t)a->n_kv_heads * n_sub;
+    size_t                 row   = (size_t)a->n_kv_heads * hd;
+    size_t                 bsz   = (size_t)a->block_size * row;
+    size_t                 esz   = lkv_dtype_size(c->dt);
+    int                    simd  = c->impl->have_avx512;
+    float                  scores[ATTN_GROUP][ATTN_CHUNK];
+    float                  acc[ATTN_GROUP][ATTN_MAX_HEAD_DIM];
     float                  kbuf[ATTN_MAX_HEAD_DIM];
+    float                  m[ATTN_GROUP], l[ATTN_GROUP];
 
     for (int64_t task = begin; task < end; task++) {
-        int            r    = c->row0 + (int)(task / a->n_heads);
-        int            h    = (int)(task % a->n_heads);
-        int            kvh  = h / grp;
-        int            s    = seq_of_row(a->q_start, a->n_seqs, r);
-        int            n_q  = a->q_start[s + 1] - a->q_start[s];
-        int            qpos = a->ctx_len[s] - n_q + (r - a->q_start[s]);
-        const int32_t *bt   = a->block_table + (size_t)s * a->bt_stride;
-        const float   *qh   = c->q + ((size_t)r * a->n_heads + h) * hd;
-        float         *oh   = c->out + ((size_t)r * a->n_heads + h) * hd;
-        float          m    = -INFINITY;
-        float          l    = 0.0f;
+        int r    = c->row0 + (int)(task / per_r);
+        int kvh  = (int)(task % per_r) / n_sub;
+        int sub  = (int)(task % per_r) % n_sub;
+        int h0   = kvh * grp + sub * ATTN_GROUP;
+        int G    = grp - sub * ATTN_GROUP < ATTN_GROUP ? grp - sub * ATTN_GROUP
+                                                       : ATTN_GROUP;
+        int s    = seq_of_row(a->q_start, a->n_seqs, r);
+        int n_q  = a->q_start[s + 1] - a->q_start[s];
+        int qpos = a->ctx_len[s] - n_q + (r - a->q_start[s]);
+        const int32_t *bt = a->block_table + (size_t)s * a->bt_stride;
+        const float   *q0 = c->q + ((size_t)r * a->n_heads + h0) * hd;
 
-        memset(acc, 0, (size_t)hd * sizeof(float));
+        for (int g = 0; g < G; g++) {
+            memset(acc[g], 0, (size_t)hd * sizeof(float));
+            m[g] = -INFINITY;
+            l[g] = 0.0f;
+        }
         for (int c0 = 0; c0 <= qpos; c0 += ATTN_CHUNK) {
             int   c1 = c0 + ATTN_CHUNK < qpos + 1 ? c0 + ATTN_CHUNK : qpos + 1;
-            float cm = -INFINITY;
+            float cm[ATTN_GROUP];
 
+            for (int g = 0; g < G; g++) {
+                cm[g] = -INFINITY;
+            }
+            /* scores: each K row is read once for the G query heads */
             for (int p = c0; p < c1; p++) {
                 size_t off = (size_t)bt[p / a->block_size] * 2 * bsz +
                              (size_t)(p % a->block_size) * row +
                              (size_t)kvh * hd;
                 const float *kp;
-                float        sc;
 
                 if (c->dt == LKV_DTYPE_F32) {
                     kp = (const float *)c->kv + off;
@@ -148,28 +163,31 @@ static void attn_task(void *ctx_, int tid, int64_t begin, int64_t end)
                                         (size_t)hd);
                     kp = kbuf;
                 }
-                sc             = dot_f32(simd, qh, kp, hd) * a->scale;
-                scores[p - c0] = sc;
-                if (sc > cm) {
-                    cm = sc;
+                for (int g = 0; g < G; g++) {
+                    float sc =
+                        dot_f32(simd, q0 + (size_t)g * hd, kp, hd) * a->scale;
+
+                    scores[g][p - c0] = sc;
+                    cm[g]             = sc > cm[g] ? sc : cm[g];
                 }
             }
-            if (cm > m) {
-                float rs = expf(m - cm); /* 0 on the first chunk */
-                for (int d = 0; d < hd; d++) {
-                    acc[d] *= rs;
+            for (int g = 0; g < G; g++) {
+                if (cm[g] > m[g]) {
+                    float rs = expf(m[g] - cm[g]); /* 0 on the first chunk */
+                    for (int d = 0; d < hd; d++) {
+                        acc[g][d] *= rs;
+                    }
+                    l[g] *= rs;
+                    m[g] = cm[g];
                 }
-                l *= rs;
-                m = cm;
             }
+            /* values: each V row is read once for the G query heads */
             for (int p = c0; p < c1; p++) {
                 size_t off = (size_t)bt[p / a->block_size] * 2 * bsz + bsz +
                              (size_t)(p % a->block_size) * row +
                              (size_t)kvh * hd;
-                float        e = expf(scores[p - c0] - m);
                 const float *vp;
 
-                l += e;
                 if (c->dt == LKV_DTYPE_F32) {
                     vp = (const float *)c->kv + off;
                 } else {
@@ -178,11 +196,19 @@ static void attn_task(void *ctx_, int tid, int64_t begin, int64_t end)
                                         (size_t)hd);
                     vp = kbuf;
                 }
-                lkv_cpu_axpy(simd, acc, e, vp, hd);
+                for (int g = 0; g < G; g++) {
+                    float e = expf(scores[g][p - c0] - m[g]);
+
+                    l[g] += e;
+                    lkv_cpu_axpy(simd, acc[g], e, vp, hd);
+                }
             }
         }
-        for (int d = 0; d < hd; d++) {
-            oh[d] = acc[d] / l;
+        for (int g = 0; g < G; g++) {
+            float *oh = c->out + ((size_t)r * a->n_heads + h0 + g) * hd;
+            for (int d = 0; d < hd; d++) {
+                oh[d] = acc[g][d] / l[g];
+            }
         }
     }
 }
@@ -239,7 +265,7 @@ lkv_status_t lkv_cpu_attention(lkv_kern_backend_t *be, float *out,
 {
     lkv_cpu_impl_t *impl = lkv_cpu_impl(be);
     attn_ctx_t      c;
-    int64_t         n_rows, work;
+    int64_t         n_rows, n_tasks, work;
 
     if (impl == NULL || a == NULL || a->n_seqs < 0) {
         return LKV_ERR_INVALID;
@@ -267,8 +293,9 @@ lkv_status_t lkv_cpu_attention(lkv_kern_backend_t *be, float *out,
         work += (int64_t)(a->q_start[s + 1] - a->q_start[s]) * a->ctx_len[s];
     }
     work *= (int64_t)a->n_heads * a->head_dim;
-    lkv_cpu_parallel_for(impl, n_rows * a->n_heads,
-                         work < ATTN_SERIAL_WORK ? n_rows * a->n_heads : 1,
+    n_tasks = n_rows * a->n_kv_heads *
+              ((a->n_heads / a->n_kv_heads + ATTN_GROUP - 1) / ATTN_GROUP);
+    lkv_cpu_parallel_for(impl, n_tasks, work < ATTN_SERIAL_WORK ? n_tasks : 1,
                          attn_task, &c);
     return LKV_OK;
 }

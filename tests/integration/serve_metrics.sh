@@ -4,7 +4,7 @@
 # violated) scraped every 50 ms under load (serve_load.py); every listed
 # metric must be nonzero in some scrape, and every scrape must parse with
 # Python prometheus_client's text parser; `promtool check metrics` too when
-# promtool is installed. A too-long prompt provokes a rejection.
+# promtool is installed (or LKV_PROMTOOL names one). A too-long prompt provokes a rejection.
 set -euo pipefail
 lkv=${1:?usage: serve_metrics.sh LAYERKV SRCDIR}
 src=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -85,11 +85,12 @@ assert not bad, "zero or missing under load: %s" % bad
 assert d["ok"], "some requests failed"
 PYEOF
 
-if command -v promtool >/dev/null 2>&1; then
-    promtool check metrics <"$tmp/metrics.txt" || fail "promtool check metrics rejected the exposition"
+promtool=${LKV_PROMTOOL:-promtool}
+if command -v "$promtool" >/dev/null 2>&1; then
+    "$promtool" check metrics <"$tmp/metrics.txt" || fail "promtool check metrics rejected the exposition"
     echo "$tag: promtool check metrics: ok" >&2
 else
-    echo "$tag: promtool not installed; prometheus_client parser only" >&2
+    echo "$tag: promtool not installed (set LKV_PROMTOOL; 'apt-get download prometheus && dpkg-deb -x' gives one); prometheus_client parser only" >&2
 fi
 stop_bg "$srv"
 [ "$stop_rc" = 0 ] || fail "serve exited $stop_rc on SIGTERM"

@@ -20,48 +20,19 @@ cleanup() {
 }
 trap cleanup EXIT
 fail=0
-export UCX_TLS=${UCX_TLS:-tcp} UCX_WARN_UNUSED_ENV_VARS=n UCX_HANDLE_ERRORS=none
+export UCX_WARN_UNUSED_ENV_VARS=n UCX_HANDLE_ERRORS=none
 export LKV_UCX_TIMEOUT_MS=2000
 
-"$bin" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.05 \
-    2>"$tmp/kvnode.err" &
-kp=$!
-ep=""
-for _ in $(seq 1 100); do
-    ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.err")
-    [ -n "$ep" ] && break
-    sleep 0.05
-done
-[ -n "$ep" ] || { echo "FAIL kvnode did not start"; cat "$tmp/kvnode.err"; exit 1; }
-
-# 12 prompts, 4 at a time (tight device pool): later ones start after the kill
-args=(--model "$m/stories260K.gguf" --max-tokens 400 --temperature 0
+# 8 prompts; after the kill their KV is recomputed on the device, where
+# 400 blocks hold only part of 8 x 13 x 5 = 520: preemption by recompute
+args=(--model "$m/stories260K.gguf" --max-tokens 200 --temperature 0
     --threads 1)
-for i in $(seq 1 12); do args+=(--prompt "Story $i: Once upon a time"); done
+for i in $(seq 1 8); do args+=(--prompt "Story $i: Once upon a time"); done
 timeout 120 "$bin" run "${args[@]}" >"$tmp/ref.out" 2>"$tmp/ref.err" || {
     echo "FAIL reference run"; cat "$tmp/ref.err"; exit 1; }
 
-t0=$(date +%s.%N)
-timeout 120 "$bin" run "${args[@]}" --host-kv-blocks 0 --kvnode "$ep" \
-    --offload-layers interleave --decode-offloaded stream \
-    --device-kv-blocks 600 >"$tmp/got.out" 2>"$tmp/got.err" &
-rp=$!
-sleep 0.4
-kill -9 "$kp"
-wait "$kp" 2>/dev/null
-kp=""
-wait "$rp"
-rc=$?
-t1=$(date +%s.%N)
-el=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")
-echo "run after kill: rc=$rc, ${el}s"
-if [ $rc -eq 124 ] || awk "BEGIN { exit !($el > 60) }"; then
-    echo "FAIL the run did not end within the bound"
-    fail=1
-fi
-
 # per-prompt comparison: "[i] text" blocks (texts may span lines)
-python3 - "$tmp/ref.out" "$tmp/got.out" "$tmp/got.err" <<'EOF' || fail=1
+cat >"$tmp/check.py" <<'EOF'
 import re, sys
 def parse(path):
     out, cur = {}, None
@@ -88,15 +59,56 @@ for i, want in ref.items():
 n_ok = len(ref) - len(failed)
 print(f"prompts: {len(ref)}, completed exactly: {n_ok}, failed with an error: {len(failed)}")
 if not failed and "is down" not in err:
-    print("FAIL the kvnode was killed but no request noticed (run too short?)"); bad = 1
+    if sys.argv[4] == "tcp":
+        print("FAIL the kvnode was killed but no request noticed (run too short?)"); bad = 1
+    else:
+        # shared memory: the region stays mapped in this process after the
+        # kvnode dies, so transfers keep working and tokens stay exact
+        print("note: the kill went unnoticed over shared memory (region still mapped)")
 if n_ok == 0:
     print("FAIL no request completed after the kvnode failure"); bad = 1
 if failed and not re.search(r"prompt \d+ failed: (peer|.*lost|.*timed)", err, re.I):
     print("FAIL failure status is not a peer-lost/timeout error"); bad = 1
 sys.exit(bad)
 EOF
-grep -m1 'is down' "$tmp/got.err" | sed 's/^/  /'
-grep -m2 'failed:' "$tmp/got.err" | sed 's/^/  /'
+
+for tls in ${LKV_TEST_UCX_TLS:-tcp sm,self}; do
+    export UCX_TLS=$tls
+    echo "== UCX_TLS=$tls"
+    "$bin" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.05 \
+        2>"$tmp/kvnode.err" &
+    kp=$!
+    ep=""
+    for _ in $(seq 1 100); do
+        ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.err")
+        [ -n "$ep" ] && break
+        sleep 0.05
+    done
+    [ -n "$ep" ] || { echo "FAIL kvnode did not start"; cat "$tmp/kvnode.err"; exit 1; }
+
+    t0=$(date +%s.%N)
+    timeout 120 "$bin" run "${args[@]}" --host-kv-blocks 0 --kvnode "$ep" \
+        --offload-layers interleave --decode-offloaded stream \
+        --device-kv-blocks 400 >"$tmp/got.out" 2>"$tmp/got.err" &
+    rp=$!
+    sleep 0.3
+    { kill -9 "$kp"; wait "$kp"; } 2>/dev/null
+    kp=""
+    wait "$rp"
+    rc=$?
+    t1=$(date +%s.%N)
+    el=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")
+    echo "run after kill: rc=$rc, ${el}s"
+    if [ $rc -eq 124 ] || awk "BEGIN { exit !($el > 60) }"; then
+        echo "FAIL the run did not end within the bound"
+        fail=1
+    fi
+
+    python3 "$tmp/check.py" "$tmp/ref.out" "$tmp/got.out" "$tmp/got.err" \
+        "$UCX_TLS" || fail=1
+    grep -m1 'is down' "$tmp/got.err" | sed 's/^/  /'
+    grep -m2 'failed:' "$tmp/got.err" | sed 's/^/  /'
+done
 
 # a dead kvnode before start: clear error within the bound
 out=$(timeout 30 "$bin" run --model "$m/stories260K.gguf" --prompt "Tom" \

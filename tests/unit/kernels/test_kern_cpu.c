@@ -685,6 +685,11 @@ static void attention_case(fixture_t *f, lkv_dtype_t kvdt, int n_heads,
     bt[0]      = -1;
     assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt, &a),
                      LKV_ERR_INVALID);
+    bt[0]      = perm[0];
+    a.head_dim = 4096; /* over the cpu limit */
+    assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt, &a),
+                     LKV_ERR_INVALID);
+    a.head_dim   = hd;
     a.n_kv_heads = n_heads + 1;
     assert_int_equal(LKV_KERN_CALL(f->be[1], attention, out, q, pool, kvdt, &a),
                      LKV_ERR_INVALID);
@@ -724,6 +729,8 @@ static void attention_mixed_prefill_decode_gqa_matches_reference(void **state)
         attention_case(f, dts[d], 6, 1, 64, 1, one, 1);    /* MQA, bs 1 */
     }
     attention_case(f, LKV_DTYPE_F32, 12, 12, 64, 16, mixed, 7);
+    attention_case(f, LKV_DTYPE_F16, 12, 1, 16, 4, mixed, 7); /* 12 > group */
+    attention_case(f, LKV_DTYPE_F32, 20, 2, 8, 3, mixed, 7);  /* 10 per kv */
 }
 
 /* ---- sampling ---- */
