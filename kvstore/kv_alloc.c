@@ -41,7 +41,20 @@ typedef struct {
     uint8_t         aux_tier; /* MOVING: destination tier; STAGED: DEVICE */
     lkv_kv_block_t *blocks;   /* (max_blocks_per_layer) or NULL */
     lkv_kv_block_t *aux;      /* (max_blocks_per_layer) or NULL */
+    int32_t         ring1;    /* STAGED on staging ring ring1-1 (its first
+                                 n_blocks blocks, mirrored in aux); 0 = own
+                                 staging blocks */
 } layer_t;
+
+/* A staging ring slot: device blocks owned by the ring itself, shared by the
+ * layers staged on it (one at a time on the worker: block-level hazard
+ * tracking there orders their copies). */
+typedef struct {
+    bool            used;
+    int32_t         n_blocks;
+    int32_t         users;  /* layers STAGED on it */
+    lkv_kv_block_t *blocks; /* (max_blocks_per_layer) or NULL */
+} ring_t;
 
 typedef enum {
     SLOT_FREE   = 0,
@@ -78,6 +91,11 @@ struct lkv_kv_alloc {
     /* lkv_kv_alloc_check scratch: one mark per block per tier */
     uint8_t  *marks[LKV_KV_TIER_COUNT];
     int32_t  *scratch_used; /* (n_layers) */
+    /* staging rings (grown on demand; ids are indices) */
+    ring_t   *rings;
+    int       n_rings; /* entries in rings (used or not) */
+    int32_t   ring_blocks; /* device blocks owned by rings */
+    int32_t  *scratch_users; /* (n_rings) lkv_kv_alloc_check scratch */
 };
 
 const char *lkv_kv_tier_name(lkv_kv_tier_t tier)
@@ -368,6 +386,11 @@ void lkv_kv_alloc_destroy(lkv_kv_alloc_t **a_p)
             free(a->slots[i].layers);
         }
     }
+    for (int i = 0; i < a->n_rings; i++) {
+        free(a->rings[i].blocks);
+    }
+    free(a->rings);
+    free(a->scratch_users);
     free(a->slots);
     free(a->free_slot);
     free(a->scratch_used);
@@ -401,6 +424,7 @@ lkv_status_t lkv_kv_seq_add(lkv_kv_alloc_t *a, uint64_t seq_id)
         ly->n_blocks = 0;
         ly->tier     = LKV_KV_TIER_DEVICE;
         ly->state    = LAYER_IDLE;
+        ly->ring1    = 0;
     }
     hash_insert(a, seq_id, s);
     a->n_live++;
@@ -487,10 +511,14 @@ lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
     if (need > max_new) {
         return LKV_ERR_INVALID;
     }
-    bool staged = ly->state == LAYER_STAGED;
+    bool          staged = ly->state == LAYER_STAGED;
+    const ring_t *ring   = staged && ly->ring1 > 0 ? &a->rings[ly->ring1 - 1]
+                                                   : NULL;
     if (need > 0) {
         if (a->n_free[tier] < need ||
-            (staged && a->n_free[LKV_KV_TIER_DEVICE] < need)) {
+            (staged && ring == NULL &&
+             a->n_free[LKV_KV_TIER_DEVICE] < need) ||
+            (ring != NULL && ring->n_blocks < ly->n_blocks + need)) {
             return LKV_ERR_NOSPACE;
         }
         LKV_CHECK(ensure_table(a, &ly->blocks));
@@ -499,7 +527,9 @@ lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
         lkv_kv_block_t b = pop_block(a, tier, layer);
         ly->blocks[ly->n_blocks + i] = b;
         new_blocks[i]                = b;
-        if (staged) {
+        if (ring != NULL) {
+            ly->aux[ly->n_blocks + i] = ring->blocks[ly->n_blocks + i];
+        } else if (staged) {
             ly->aux[ly->n_blocks + i] =
                 pop_block(a, LKV_KV_TIER_DEVICE, layer);
         }
@@ -628,7 +658,12 @@ lkv_status_t lkv_kv_stage_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
         return LKV_ERR_INVALID;
     }
     LKV_CHECK(find_pending(a, seq_id, layer, LAYER_STAGED, &slot, &ly));
-    push_blocks(a, LKV_KV_TIER_DEVICE, layer, ly->aux, ly->n_blocks);
+    if (ly->ring1 > 0) {
+        a->rings[ly->ring1 - 1].users--; /* the ring keeps its blocks */
+        ly->ring1 = 0;
+    } else {
+        push_blocks(a, LKV_KV_TIER_DEVICE, layer, ly->aux, ly->n_blocks);
+    }
     ly->state = LAYER_IDLE;
     slot->n_pending--;
     if (slot->state == SLOT_ZOMBIE) {
@@ -637,6 +672,143 @@ lkv_status_t lkv_kv_stage_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
         ly->n_tokens = 0;
         slot_release_if_done(a, slot);
     }
+    return LKV_OK;
+}
+
+/* ---- staging rings ---------------------------------------------------------- */
+
+lkv_status_t lkv_kv_ring_create(lkv_kv_alloc_t *a, int n_blocks, int *ring_p)
+{
+    int id = -1;
+
+    if (a == NULL || ring_p == NULL || n_blocks <= 0 ||
+        n_blocks > a->cfg.max_blocks_per_layer) {
+        return LKV_ERR_INVALID;
+    }
+    if (a->n_free[LKV_KV_TIER_DEVICE] < n_blocks) {
+        return LKV_ERR_NOSPACE;
+    }
+    for (int i = 0; i < a->n_rings && id < 0; i++) {
+        if (!a->rings[i].used) {
+            id = i;
+        }
+    }
+    if (id < 0) {
+        int      cap = a->n_rings == 0 ? 8 : a->n_rings * 2;
+        ring_t  *r   = realloc(a->rings, (size_t)cap * sizeof(*r));
+        int32_t *u;
+
+        if (r == NULL) {
+            return LKV_ERR_NOMEM;
+        }
+        a->rings = r;
+        u = realloc(a->scratch_users, (size_t)cap * sizeof(*u));
+        if (u == NULL) {
+            return LKV_ERR_NOMEM;
+        }
+        a->scratch_users = u;
+        memset(&r[a->n_rings], 0, (size_t)(cap - a->n_rings) * sizeof(*r));
+        id         = a->n_rings;
+        a->n_rings = cap;
+    }
+    ring_t *ring = &a->rings[id];
+    LKV_CHECK(ensure_table(a, &ring->blocks));
+    for (int i = 0; i < n_blocks; i++) {
+        ring->blocks[i] =
+            a->free_stack[LKV_KV_TIER_DEVICE][--a->n_free[LKV_KV_TIER_DEVICE]];
+    }
+    ring->used     = true;
+    ring->n_blocks = n_blocks;
+    ring->users    = 0;
+    a->ring_blocks += n_blocks;
+    *ring_p = id;
+    return LKV_OK;
+}
+
+static ring_t *ring_get(const lkv_kv_alloc_t *a, int ring)
+{
+    if (a == NULL || ring < 0 || ring >= a->n_rings || !a->rings[ring].used) {
+        return NULL;
+    }
+    return &a->rings[ring];
+}
+
+lkv_status_t lkv_kv_ring_destroy(lkv_kv_alloc_t *a, int ring)
+{
+    ring_t *r = ring_get(a, ring);
+
+    if (r == NULL) {
+        return LKV_ERR_INVALID;
+    }
+    if (r->users > 0) {
+        return LKV_ERR_BUSY;
+    }
+    for (int i = r->n_blocks - 1; i >= 0; i--) {
+        a->free_stack[LKV_KV_TIER_DEVICE][a->n_free[LKV_KV_TIER_DEVICE]++] =
+            r->blocks[i];
+    }
+    a->ring_blocks -= r->n_blocks;
+    r->used     = false;
+    r->n_blocks = 0;
+    return LKV_OK;
+}
+
+lkv_status_t lkv_kv_ring_blocks(const lkv_kv_alloc_t *a, int ring,
+                                const lkv_kv_block_t **blocks_p, int *n_p)
+{
+    const ring_t *r = ring_get(a, ring);
+
+    if (r == NULL) {
+        return LKV_ERR_INVALID;
+    }
+    if (blocks_p != NULL) {
+        *blocks_p = r->blocks;
+    }
+    if (n_p != NULL) {
+        *n_p = r->n_blocks;
+    }
+    return LKV_OK;
+}
+
+lkv_status_t lkv_kv_stage_begin_ring(lkv_kv_alloc_t *a, uint64_t seq_id,
+                                     int layer, int ring,
+                                     lkv_kv_copy_t *copy_p)
+{
+    ring_t *r = ring_get(a, ring);
+
+    if (r == NULL || copy_p == NULL || layer < 0 ||
+        layer >= a->cfg.n_layers) {
+        return LKV_ERR_INVALID;
+    }
+    int s = hash_find(a, seq_id);
+    if (s < 0) {
+        return LKV_ERR_NOTFOUND;
+    }
+    slot_t  *slot = &a->slots[s];
+    layer_t *ly   = &slot->layers[layer];
+    if (ly->state != LAYER_IDLE) {
+        return LKV_ERR_BUSY;
+    }
+    if (ly->n_blocks == 0 || ly->tier == LKV_KV_TIER_DEVICE) {
+        return LKV_ERR_INVALID;
+    }
+    if (r->n_blocks < ly->n_blocks) {
+        return LKV_ERR_NOSPACE;
+    }
+    LKV_CHECK(ensure_table(a, &ly->aux));
+    memcpy(ly->aux, r->blocks, (size_t)ly->n_blocks * sizeof(*ly->aux));
+    ly->state    = LAYER_STAGED;
+    ly->aux_tier = LKV_KV_TIER_DEVICE;
+    ly->ring1    = ring + 1;
+    r->users++;
+    slot->n_pending++;
+    copy_p->seq_id   = seq_id;
+    copy_p->layer    = layer;
+    copy_p->src_tier = (lkv_kv_tier_t)ly->tier;
+    copy_p->dst_tier = LKV_KV_TIER_DEVICE;
+    copy_p->n_blocks = ly->n_blocks;
+    copy_p->src      = ly->blocks;
+    copy_p->dst      = ly->aux;
     return LKV_OK;
 }
 
@@ -829,6 +1001,9 @@ lkv_status_t lkv_kv_alloc_check(const lkv_kv_alloc_t *a)
                                           "owned", slot->seq_id, l));
                     a->scratch_used[l] += ly->n_blocks;
                 }
+                if (ly->state == LAYER_STAGED && ly->ring1 > 0) {
+                    continue; /* ring blocks: marked with their ring */
+                }
                 if (ly->state != LAYER_IDLE && ly->aux_tier == t) {
                     LKV_CHECK(mark_blocks(a, t, ly->aux, ly->n_blocks,
                                           ly->state == LAYER_MOVING
@@ -840,6 +1015,23 @@ lkv_status_t lkv_kv_alloc_check(const lkv_kv_alloc_t *a)
             }
         }
         int32_t owned = 0;
+        if (t == LKV_KV_TIER_DEVICE) {
+            int32_t rb = 0;
+            for (int i = 0; i < a->n_rings; i++) {
+                if (a->rings[i].used) {
+                    LKV_CHECK(mark_blocks(a, t, a->rings[i].blocks,
+                                          a->rings[i].n_blocks, "staging ring",
+                                          0, i));
+                    rb += a->rings[i].n_blocks;
+                }
+            }
+            if (rb != a->ring_blocks) {
+                CHECK_FAIL("invariant: staging rings own %d blocks, counter "
+                           "says %d",
+                           (int)rb, (int)a->ring_blocks);
+            }
+            owned += rb;
+        }
         for (int l = 0; l < a->cfg.n_layers; l++) {
             if (a->scratch_used[l] != a->layer_used[t][l]) {
                 CHECK_FAIL("invariant: layer %d uses %d %s blocks but its "
@@ -856,10 +1048,43 @@ lkv_status_t lkv_kv_alloc_check(const lkv_kv_alloc_t *a)
                        (int)a->n_free[t], (int)a->cfg.n_blocks[t]);
         }
     }
+    if (a->n_rings > 0) {
+        memset(a->scratch_users, 0, (size_t)a->n_rings * sizeof(int32_t));
+    }
     for (int s = 0; s < a->n_slots; s++) {
         const slot_t *slot = &a->slots[s];
         if (slot->state == SLOT_FREE) {
             free_slots++;
+            continue;
+        }
+        for (int l = 0; l < a->cfg.n_layers; l++) {
+            const layer_t *ly = &slot->layers[l];
+            if (ly->ring1 == 0) {
+                continue;
+            }
+            const ring_t *r = ring_get(a, ly->ring1 - 1);
+            if (ly->state != LAYER_STAGED || r == NULL ||
+                r->n_blocks < ly->n_blocks ||
+                memcmp(ly->aux, r->blocks,
+                       (size_t)ly->n_blocks * sizeof(*ly->aux)) != 0) {
+                CHECK_FAIL("invariant: seq %llu layer %d staging does not "
+                           "match its ring %d",
+                           (unsigned long long)slot->seq_id, l,
+                           (int)ly->ring1 - 1);
+            }
+            a->scratch_users[ly->ring1 - 1]++;
+        }
+    }
+    for (int i = 0; i < a->n_rings; i++) {
+        if (a->scratch_users[i] != (a->rings[i].used ? a->rings[i].users : 0)) {
+            CHECK_FAIL("invariant: staging ring %d has %d staged layers, "
+                       "counter says %d",
+                       i, (int)a->scratch_users[i], (int)a->rings[i].users);
+        }
+    }
+    for (int s = 0; s < a->n_slots; s++) {
+        const slot_t *slot = &a->slots[s];
+        if (slot->state == SLOT_FREE) {
             continue;
         }
         int pending = 0;

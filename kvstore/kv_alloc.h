@@ -143,6 +143,28 @@ lkv_status_t lkv_kv_stage_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
                                  int layer, const lkv_kv_block_t **blocks_p,
                                  int *n_p);
 
+/* Staging rings (prefill staging window): a ring slot is a set of device
+ * blocks owned by the ring itself, not by any layer, that several layers of
+ * one step are staged into one after another (the worker orders their copies
+ * by block-level hazard tracking). ring_create takes n_blocks device blocks
+ * (NOSPACE if the device tier lacks them, INVALID for n_blocks outside
+ * 1..max_blocks_per_layer) and writes the ring id; ring_destroy returns them
+ * (BUSY while a layer is still staged on it, INVALID for an unknown id).
+ * stage_begin_ring stages (seq, layer) like stage_begin but on the first
+ * n_blocks blocks of the ring instead of new blocks (NOSPACE if the ring is
+ * smaller than the layer's table, INVALID for an unknown ring; else as
+ * stage_begin); appends while so staged take staging blocks from the ring
+ * (NOSPACE past its size); stage_end leaves the blocks with the ring.
+ * lkv_kv_alloc_check verifies that each ring block is owned by that ring
+ * alone and that its user count matches the layers staged on it. */
+lkv_status_t lkv_kv_ring_create(lkv_kv_alloc_t *a, int n_blocks, int *ring_p);
+lkv_status_t lkv_kv_ring_destroy(lkv_kv_alloc_t *a, int ring);
+lkv_status_t lkv_kv_ring_blocks(const lkv_kv_alloc_t *a, int ring,
+                                const lkv_kv_block_t **blocks_p, int *n_p);
+lkv_status_t lkv_kv_stage_begin_ring(lkv_kv_alloc_t *a, uint64_t seq_id,
+                                     int layer, int ring,
+                                     lkv_kv_copy_t *copy_p);
+
 /* Queries. */
 int32_t      lkv_kv_free_blocks(const lkv_kv_alloc_t *a, lkv_kv_tier_t tier);
 int32_t      lkv_kv_used_blocks(const lkv_kv_alloc_t *a, lkv_kv_tier_t tier);

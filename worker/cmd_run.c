@@ -607,9 +607,14 @@ int lkv_cmd_run(int argc, char **argv)
         lkv_kv_remote_ucx_handle(remote, &remote_h);
         ec.remote          = &remote_h;
         ec.n_remote_blocks = remote_h.n_blocks;
+        double put_bps = 0, get_bps = 0;
+        /* start-up link probe (the offload-volume bound's BW); it writes
+         * remote blocks that are not in use yet */
+        (void)lkv_kv_remote_ucx_probe(remote, 64, &put_bps, &get_bps);
         fprintf(stderr, "layerkv run: remote kv tier: %d kvnode(s), %d "
-                        "layer-blocks\n",
-                n_kvnodes, (int)remote_h.n_blocks);
+                        "layer-blocks; link put %.2f GB/s, get %.2f GB/s\n",
+                n_kvnodes, (int)remote_h.n_blocks, put_bps * 1e-9,
+                get_bps * 1e-9);
     }
     st                     = lkv_engine_create(model, &ec, &eng);
     if (st != LKV_OK) {

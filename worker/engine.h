@@ -55,9 +55,12 @@ typedef struct {
     lkv_dtype_t          kv_dtype;
     /* optional REMOTE tier (issue 8; borrowed, must outlive the engine):
      * with n_host_blocks == 0 offloaded layers go to the remote tier
-     * instead of the host pool. A failed remote reload/stage fails its
-     * request with LKV_ERR_PEER_LOST; a failed offload keeps the layer on
-     * the device. */
+     * instead of the host pool. When remote KV is lost (a reload/stage
+     * fails with LKV_ERR_PEER_LOST/TIMEOUT) the engine stops using the
+     * remote tier and recomputes the sequence on the device (prompt +
+     * tokens so far, preempting the latest sequences by recompute when
+     * the device pool is short); after two losses the request fails with
+     * LKV_ERR_PEER_LOST. A failed offload keeps the layer on the device. */
     const lkv_kv_remote_t *remote;
     int32_t              n_remote_blocks;
 } lkv_engine_config_t;

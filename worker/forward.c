@@ -321,24 +321,44 @@ static lkv_status_t layer_tables(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
 
 #define K(call_) LKV_CHECK(call_)
 
-lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
-                         int *n_rows_p)
+/* One pass of sequences [s0, s1) of the prepared batch: their tokens are
+ * rows t0.. of the activations, their logit rows r0.. of the logits. The
+ * whole batch is one such pass, except under pipeline parallelism, where
+ * micro-batches let stage s work on micro-batch m while stage s+1 works on
+ * m-1. The per-layer hooks run once per step: before_layer in the first
+ * micro-batch, kv_done in the last (after every micro-batch wrote the
+ * layer's K/V). */
+static lkv_status_t run_pass(lkv_fwd_t *f, const lkv_fwd_batch_t *b, int s0,
+                             int s1, int r0, bool first_mb, bool last_mb)
 {
     const lkv_model_t        *m  = f->m;
     const lkv_model_config_t *c  = &m->cfg;
+    const lkv_shard_t        *sh = &m->shard;
     lkv_kern_backend_t       *be = f->be;
-    int                       n, n_rows;
     int                       qd  = c->n_heads * c->head_dim;
     int                       kvd = c->n_kv_heads * c->head_dim;
+    int                       t0  = f->h_qstart[s0];
+    int                       n   = f->h_qstart[s1] - t0;
+    int                       n_rows = 0;
+    size_t                    n_act  = (size_t)n * (size_t)c->dim;
+    size_t                    T0     = (size_t)t0;
+    float                    *x   = f->x + T0 * (size_t)c->dim;
+    float                    *xb  = f->xb + T0 * (size_t)c->dim;
+    float                    *q   = f->q + T0 * (size_t)qd;
+    float                    *k   = f->k + T0 * (size_t)kvd;
+    float                    *v   = f->v + T0 * (size_t)kvd;
+    float                    *hb  = f->hb + T0 * (size_t)c->hidden_dim;
+    float                    *hb2 = f->hb2 + T0 * (size_t)c->hidden_dim;
+    float                    *att = f->att + T0 * (size_t)qd;
     lkv_kern_attn_t           a;
 
-    f->n_rows = 0;
-    K(prepare(f, b, &n, &n_rows));
-
-    a.n_seqs      = b->n_seqs;
-    a.q_start     = f->d_qstart;
-    a.ctx_len     = f->d_ctx;
-    a.block_table = f->d_bt;
+    for (int s = s0; s < s1; s++) {
+        n_rows += b->seqs[s].n_logits;
+    }
+    /* attention reads q and writes att by absolute row (q_start) */
+    a.n_seqs      = s1 - s0;
+    a.q_start     = f->d_qstart + s0;
+    a.ctx_len     = f->d_ctx + s0;
     a.bt_stride   = f->cfg.max_blocks_per_seq;
     a.n_heads     = c->n_heads;
     a.n_kv_heads  = c->n_kv_heads;
@@ -348,13 +368,11 @@ lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
 
     /* pipeline: the first stage embeds, later ones take the residual
      * stream from the previous stage (worker/shard.h) */
-    const lkv_shard_t *sh    = &m->shard;
-    size_t             n_act = (size_t)n * (size_t)c->dim;
     if (sh->pp_rank == 0) {
-        K(LKV_KERN_CALL(be, embedding, f->x, m->tok_embd.data,
-                        m->tok_embd.dtype, f->d_ids, n, c->dim));
+        K(LKV_KERN_CALL(be, embedding, x, m->tok_embd.data,
+                        m->tok_embd.dtype, f->d_ids + t0, n, c->dim));
     } else {
-        K(lkv_comm_pp_recv_prev(m->comm, f->x, n_act));
+        K(lkv_comm_pp_recv_prev(m->comm, x, n_act));
     }
     for (int l = 0; l < c->n_layers; l++) {
         const lkv_layer_weights_t *w = &m->layers[l];
@@ -362,74 +380,114 @@ lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
         if (!lkv_shard_has_layer(sh, l)) {
             /* another stage's layer: keep the hooks' per-layer bookkeeping
              * (reloads applied, copies started) in step with that stage */
-            if (b->before_layer != NULL) {
+            if (first_mb && b->before_layer != NULL) {
                 K(b->before_layer(b->ctx, l));
             }
-            if (b->kv_done != NULL) {
+            if (last_mb && b->kv_done != NULL) {
                 K(b->kv_done(b->ctx, l));
             }
             continue;
         }
-
-        K(LKV_KERN_CALL(be, rmsnorm, f->xb, f->x, w->attn_norm.data,
+        K(LKV_KERN_CALL(be, rmsnorm, xb, x, w->attn_norm.data,
                         w->attn_norm.dtype, n, c->dim, c->norm_eps));
-        K(LKV_KERN_CALL(be, matmul, f->q, f->xb, w->wq.data, w->wq.dtype,
-                        w->bq, n, c->dim, qd));
-        K(LKV_KERN_CALL(be, matmul, f->k, f->xb, w->wk.data, w->wk.dtype,
-                        w->bk, n, c->dim, kvd));
-        K(LKV_KERN_CALL(be, matmul, f->v, f->xb, w->wv.data, w->wv.dtype,
-                        w->bv, n, c->dim, kvd));
-        K(LKV_KERN_CALL(be, rope, f->q, f->d_pos, n, c->n_heads, c->head_dim,
-                        c->rope_dim, c->rope_style, m->inv_freq));
-        K(LKV_KERN_CALL(be, rope, f->k, f->d_pos, n, c->n_kv_heads,
+        K(LKV_KERN_CALL(be, matmul, q, xb, w->wq.data, w->wq.dtype, w->bq, n,
+                        c->dim, qd));
+        K(LKV_KERN_CALL(be, matmul, k, xb, w->wk.data, w->wk.dtype, w->bk, n,
+                        c->dim, kvd));
+        K(LKV_KERN_CALL(be, matmul, v, xb, w->wv.data, w->wv.dtype, w->bv, n,
+                        c->dim, kvd));
+        K(LKV_KERN_CALL(be, rope, q, f->d_pos + t0, n, c->n_heads,
+                        c->head_dim, c->rope_dim, c->rope_style, m->inv_freq));
+        K(LKV_KERN_CALL(be, rope, k, f->d_pos + t0, n, c->n_kv_heads,
                         c->head_dim, c->rope_dim, c->rope_style,
                         m->inv_freq));
-        if (b->before_layer != NULL) {
+        if (first_mb && b->before_layer != NULL) {
             K(b->before_layer(b->ctx, l));
         }
-        K(layer_tables(f, b, l, n));
-        a.block_table = f->cur_bt;
-        K(LKV_KERN_CALL(be, kv_write, b->kv_pool, f->cfg.kv_dtype, f->cur_slots,
-                        f->k, f->v, n, c->n_kv_heads, c->head_dim,
-                        f->cfg.block_size));
-        if (b->kv_done != NULL) {
+        K(layer_tables(f, b, l, f->h_qstart[b->n_seqs]));
+        a.block_table = f->cur_bt + (size_t)s0 * (size_t)a.bt_stride;
+        K(LKV_KERN_CALL(be, kv_write, b->kv_pool, f->cfg.kv_dtype,
+                        f->cur_slots + t0, k, v, n, c->n_kv_heads,
+                        c->head_dim, f->cfg.block_size));
+        if (last_mb && b->kv_done != NULL) {
             K(b->kv_done(b->ctx, l));
         }
         K(LKV_KERN_CALL(be, attention, f->att, f->q, b->kv_pool,
                         f->cfg.kv_dtype, &a));
-        K(LKV_KERN_CALL(be, matmul, f->xb, f->att, w->wo.data, w->wo.dtype,
-                        NULL, n, qd, c->dim));
+        K(LKV_KERN_CALL(be, matmul, xb, att, w->wo.data, w->wo.dtype, NULL, n,
+                        qd, c->dim));
         if (sh->tp > 1) { /* row-split wo: sum the partial outputs */
-            K(lkv_comm_tp_allreduce(m->comm, f->xb, n_act));
+            K(lkv_comm_tp_allreduce(m->comm, xb, n_act));
         }
-        K(LKV_KERN_CALL(be, add, f->x, f->x, f->xb, (size_t)n * c->dim));
+        K(LKV_KERN_CALL(be, add, x, x, xb, n_act));
 
-        K(LKV_KERN_CALL(be, rmsnorm, f->xb, f->x, w->ffn_norm.data,
+        K(LKV_KERN_CALL(be, rmsnorm, xb, x, w->ffn_norm.data,
                         w->ffn_norm.dtype, n, c->dim, c->norm_eps));
-        K(LKV_KERN_CALL(be, matmul, f->hb, f->xb, w->w_gate.data,
-                        w->w_gate.dtype, NULL, n, c->dim, c->hidden_dim));
-        K(LKV_KERN_CALL(be, matmul, f->hb2, f->xb, w->w_up.data,
-                        w->w_up.dtype, NULL, n, c->dim, c->hidden_dim));
-        K(LKV_KERN_CALL(be, swiglu, f->hb, f->hb, f->hb2,
-                        (size_t)n * c->hidden_dim));
-        K(LKV_KERN_CALL(be, matmul, f->xb, f->hb, w->w_down.data,
-                        w->w_down.dtype, NULL, n, c->hidden_dim, c->dim));
+        K(LKV_KERN_CALL(be, matmul, hb, xb, w->w_gate.data, w->w_gate.dtype,
+                        NULL, n, c->dim, c->hidden_dim));
+        K(LKV_KERN_CALL(be, matmul, hb2, xb, w->w_up.data, w->w_up.dtype,
+                        NULL, n, c->dim, c->hidden_dim));
+        K(LKV_KERN_CALL(be, swiglu, hb, hb, hb2, (size_t)n * c->hidden_dim));
+        K(LKV_KERN_CALL(be, matmul, xb, hb, w->w_down.data, w->w_down.dtype,
+                        NULL, n, c->hidden_dim, c->dim));
         if (sh->tp > 1) { /* row-split w_down */
-            K(lkv_comm_tp_allreduce(m->comm, f->xb, n_act));
+            K(lkv_comm_tp_allreduce(m->comm, xb, n_act));
         }
-        K(LKV_KERN_CALL(be, add, f->x, f->x, f->xb, (size_t)n * c->dim));
+        K(LKV_KERN_CALL(be, add, x, x, xb, n_act));
     }
     if (sh->pp_rank + 1 < sh->pp) {
-        K(lkv_comm_pp_send_next(m->comm, f->x, n_act));
+        K(lkv_comm_pp_send_next(m->comm, x, n_act));
     }
     if (n_rows > 0 && sh->pp_rank + 1 == sh->pp) {
-        K(LKV_KERN_CALL(be, gather_rows, f->xs, f->x, f->d_rows, n_rows,
+        /* logit rows are absolute token rows (d_rows) */
+        size_t R0 = (size_t)r0;
+        float *xs = f->xs + R0 * (size_t)c->dim;
+        K(LKV_KERN_CALL(be, gather_rows, xs, f->x, f->d_rows + r0, n_rows,
                         c->dim));
-        K(LKV_KERN_CALL(be, rmsnorm, f->xs, f->xs, m->out_norm.data,
+        K(LKV_KERN_CALL(be, rmsnorm, xs, xs, m->out_norm.data,
                         m->out_norm.dtype, n_rows, c->dim, c->norm_eps));
-        K(LKV_KERN_CALL(be, matmul, f->logits, f->xs, m->output.data,
-                        m->output.dtype, NULL, n_rows, c->dim,
-                        c->vocab_size));
+        K(LKV_KERN_CALL(be, matmul, f->logits + R0 * (size_t)c->vocab_size,
+                        xs, m->output.data, m->output.dtype, NULL, n_rows,
+                        c->dim, c->vocab_size));
+    }
+    return LKV_OK;
+}
+
+lkv_status_t lkv_fwd_run(lkv_fwd_t *f, const lkv_fwd_batch_t *b,
+                         int *n_rows_p)
+{
+    const lkv_model_t        *m  = f->m;
+    const lkv_model_config_t *c  = &m->cfg;
+    const lkv_shard_t        *sh = &m->shard;
+    int                       n, n_rows;
+
+    f->n_rows = 0;
+    K(prepare(f, b, &n, &n_rows));
+
+    /* micro-batches: one per pipeline stage (host backends), split by
+     * sequences at even token counts; a single pass otherwise */
+    int n_mb = 1;
+    if (sh->pp > 1 && f->on_host) {
+        n_mb = sh->pp < b->n_seqs ? sh->pp : b->n_seqs;
+    }
+    int s0 = 0, r0 = 0;
+    for (int mb = 0; mb < n_mb; mb++) {
+        int s1 = b->n_seqs;
+        if (mb + 1 < n_mb) {
+            /* end where the token count passes (mb+1)/n_mb of the batch,
+             * leaving at least one sequence for each later micro-batch */
+            long goal = (long)n * (mb + 1) / n_mb;
+            s1        = s0 + 1;
+            while (s1 < b->n_seqs - (n_mb - mb - 1) &&
+                   f->h_qstart[s1] < goal) {
+                s1++;
+            }
+        }
+        K(run_pass(f, b, s0, s1, r0, mb == 0, mb + 1 == n_mb));
+        for (int s = s0; s < s1; s++) {
+            r0 += b->seqs[s].n_logits;
+        }
+        s0 = s1;
     }
     if (n_rows > 0 && sh->pp > 1) {
         /* every stage samples the same tokens from the last stage's logits */

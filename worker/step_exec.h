@@ -36,7 +36,9 @@
  *    moves (kv_alloc's MOVING state);
  *  - the REMOTE tier exists when cfg.remote is set (issue 8): it plays the
  *    host's role for offloads, reloads, stages and appends; without it,
- *    moves to or from REMOTE are reported failed.
+ *    moves to or from REMOTE are reported failed. A stage or reload that
+ *    fails (e.g. its kvnode died) fails only its own sequence in that step
+ *    (res->seqs[i].status), not the whole batch.
  *
  * Threading: one step thread; copies run on the backend's copy queues.
  */

@@ -775,7 +775,7 @@ static void sample_seeded_is_reproducible_and_batch_independent(void **state)
     /* row 1 alone, same seed: same stream as inside the batch */
     rng[0] = p[1].seed;
     for (int t = 0; t < T; t++) {
-        int32_t tok;
+        int32_t tok = -1;
         assert_int_equal(
             LKV_KERN_CALL(f->be[0], sample, &tok, logits + V, 1, V, &p[1], rng),
             LKV_OK);
@@ -791,7 +791,7 @@ static void sample_seeded_is_reproducible_and_batch_independent(void **state)
     int same = 0;
     rng[0]   = 7;
     for (int t = 0; t < T; t++) {
-        int32_t tok;
+        int32_t tok = -1;
         LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, V, &p[0], rng);
         same += tok == a[t][0];
     }
@@ -881,7 +881,7 @@ static void sample_distribution_follows_softmax_topk_topp(void **state)
         int                 c3   = 0;
         double              norm = 0.01 + 0.04 + 0.09 + 0.16;
         for (int i = 0; i < N; i++) {
-            int32_t tok;
+            int32_t tok = -1;
             LKV_KERN_CALL(f->be[0], sample, &tok, logits, 1, 4, &p, &st);
             c3 += tok == 3;
         }

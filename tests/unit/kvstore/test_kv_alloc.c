@@ -819,6 +819,84 @@ static long env_ops(void)
     return 1000000;
 }
 
+/* Staging rings: several layers of one step staged on the same ring blocks;
+ * the ring owns them, stage_end keeps them with the ring, destroy frees. */
+static void staging_ring_shares_blocks(void **state)
+{
+    (void)state;
+    lkv_kv_alloc_t      *a = make(4, 16, 16, 64, 0, 4, 8);
+    lkv_kv_block_t       nb[8];
+    const lkv_kv_block_t *rb;
+    lkv_kv_copy_t        c0, c2;
+    int                  n = 0, ring = -1, ring2 = -1, nr = 0;
+
+    assert_int_equal(lkv_kv_seq_add(a, 7), LKV_OK);
+    for (int l = 0; l < 4; l++) {
+        lkv_kv_tier_t t = (l % 2 == 0) ? LKV_KV_TIER_HOST : LKV_KV_TIER_DEVICE;
+        assert_int_equal(lkv_kv_append(a, 7, l, 40, t, nb, 8, &n), LKV_OK);
+        assert_int_equal(n, 3);
+    }
+    assert_int_equal(lkv_kv_free_blocks(a, LKV_KV_TIER_DEVICE), 10);
+    assert_int_equal(lkv_kv_ring_create(a, 0, &ring), LKV_ERR_INVALID);
+    assert_int_equal(lkv_kv_ring_create(a, 9, &ring), LKV_ERR_INVALID);
+    assert_int_equal(lkv_kv_ring_create(a, 4, &ring), LKV_OK);
+    assert_int_equal(lkv_kv_free_blocks(a, LKV_KV_TIER_DEVICE), 6);
+    assert_int_equal(lkv_kv_alloc_check(a), LKV_OK);
+    assert_int_equal(lkv_kv_ring_blocks(a, ring, &rb, &nr), LKV_OK);
+    assert_int_equal(nr, 4);
+    /* device layers cannot be staged; host layers 0 and 2 share the ring */
+    assert_int_equal(lkv_kv_stage_begin_ring(a, 7, 1, ring, &c0),
+                     LKV_ERR_INVALID);
+    assert_int_equal(lkv_kv_stage_begin_ring(a, 7, 0, ring + 5, &c0),
+                     LKV_ERR_INVALID);
+    assert_int_equal(lkv_kv_stage_begin_ring(a, 7, 0, ring, &c0), LKV_OK);
+    assert_int_equal(lkv_kv_stage_begin_ring(a, 7, 2, ring, &c2), LKV_OK);
+    assert_int_equal(lkv_kv_stage_begin_ring(a, 7, 2, ring, &c2),
+                     LKV_ERR_BUSY);
+    assert_int_equal(c0.n_blocks, 3);
+    assert_int_equal(c0.src_tier, LKV_KV_TIER_HOST);
+    assert_int_equal(c0.dst_tier, LKV_KV_TIER_DEVICE);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c0.dst[i], rb[i]);
+        assert_int_equal(c2.dst[i], rb[i]);
+    }
+    assert_int_equal(lkv_kv_free_blocks(a, LKV_KV_TIER_DEVICE), 6);
+    assert_int_equal(lkv_kv_alloc_check(a), LKV_OK);
+    /* append while staged takes staging from the ring, up to its size */
+    assert_int_equal(lkv_kv_append(a, 7, 0, 8, LKV_KV_TIER_HOST, nb, 8, &n),
+                     LKV_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(lkv_kv_append(a, 7, 0, 8, LKV_KV_TIER_HOST, nb, 8, &n),
+                     LKV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(lkv_kv_alloc_check(a), LKV_OK);
+    assert_int_equal(lkv_kv_append(a, 7, 0, 16, LKV_KV_TIER_HOST, nb, 8, &n),
+                     LKV_ERR_NOSPACE);
+    /* a ring in use cannot go */
+    assert_int_equal(lkv_kv_ring_destroy(a, ring), LKV_ERR_BUSY);
+    assert_int_equal(lkv_kv_stage_end(a, 7, 0), LKV_OK);
+    assert_int_equal(lkv_kv_alloc_check(a), LKV_OK);
+    /* a smaller ring cannot hold layer 0's 4 blocks */
+    assert_int_equal(lkv_kv_ring_create(a, 2, &ring2), LKV_OK);
+    assert_int_not_equal(ring2, ring);
+    assert_int_equal(lkv_kv_stage_begin_ring(a, 7, 0, ring2, &c0),
+                     LKV_ERR_NOSPACE);
+    assert_int_equal(lkv_kv_ring_destroy(a, ring2), LKV_OK);
+    assert_int_equal(lkv_kv_ring_destroy(a, ring2), LKV_ERR_INVALID);
+    /* freeing the sequence while staged defers until stage_end */
+    assert_int_equal(lkv_kv_seq_free(a, 7), LKV_OK);
+    assert_int_equal(lkv_kv_alloc_check(a), LKV_OK);
+    assert_int_equal(lkv_kv_ring_destroy(a, ring), LKV_ERR_BUSY);
+    assert_int_equal(lkv_kv_stage_end(a, 7, 2), LKV_OK);
+    assert_int_equal(lkv_kv_ring_destroy(a, ring), LKV_OK);
+    assert_int_equal(lkv_kv_alloc_check(a), LKV_OK);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(lkv_kv_free_blocks(a, (lkv_kv_tier_t)t),
+                         t == 0 ? 16 : 64);
+    }
+    lkv_kv_alloc_destroy(&a);
+}
+
 static void model_test_random_ops_keep_invariants(void **state)
 {
     static model_t m; /* large; keep it off the stack */
@@ -927,6 +1005,7 @@ int main(void)
         cmocka_unit_test(free_during_move_defers_until_copy_ends),
         cmocka_unit_test(zombies_hold_slots),
         cmocka_unit_test(stage_mirrors_and_appends),
+        cmocka_unit_test(staging_ring_shares_blocks),
         cmocka_unit_test(model_test_random_ops_keep_invariants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
