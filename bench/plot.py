@@ -44,16 +44,16 @@ def single(args, plt):
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     ax = axes[0][0]
     rates = sorted({r["rate"] for r in rows}, key=float)
-    for rate in rates:
+    for rate in (rates[-1:] if sweep else rates):  # a sweep: the highest rate
         ok = [r for r in rows if r["rate"] == rate and r["status"] == "ok"]
+        if not ok:
+            continue
         t = [float(r["arrival_s"]) for r in ok]
         q = [float(r["queue_s"]) for r in ok]
         p = [float(r["prefill_s"]) for r in ok]
         tag = " (rate %s)" % rate if sweep else ""
         ax.bar(t, q, width=0.02 * (max(t) - min(t) + 1e-3), label="queueing" + tag, alpha=0.7)
         ax.bar(t, p, bottom=q, width=0.02 * (max(t) - min(t) + 1e-3), label="prefill" + tag, alpha=0.7)
-        if sweep:
-            break  # one rate is enough to show the split
     ax.set_xlabel("arrival (s)")
     ax.set_ylabel("TTFT (s)")
     ax.set_title("TTFT = queueing + prefill per request")

@@ -37,6 +37,7 @@ cleanup() { [ -z "$srv" ] || { kill "$srv" 2>/dev/null || true; wait "$srv" 2>/d
 trap cleanup EXIT
 
 for policy in baseline layerkv; do
+    echo "serve_compare: $policy: load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     ep="tcp://127.0.0.1:$port"
     "$lkv" serve --model "$model" --listen "$ep" --metrics-listen none --policy "$policy" \
         --device-kv-blocks "$dev" --host-kv-blocks "$host" "${serve_extra[@]}" \

@@ -704,7 +704,7 @@ static void handle_stats(lkv_core_t *c, const lkv_zmq_peer_t *peer,
     sum_stats(c, &tot, &n_up);
     fill_layer_blocks(c);
     lkv_wire_buf_reset(b);
-    lkv_wire_w_map(b, 28);
+    lkv_wire_w_map(b, 29);
     lkv_wire_w_str(b, "policy");
     lkv_wire_w_str(b, lkv_sched_policy_name(c->cfg.sched.policy));
     lkv_wire_w_str(b, "model");
@@ -772,6 +772,28 @@ static void handle_stats(lkv_core_t *c, const lkv_zmq_peer_t *peer,
     lkv_wire_w_i64(b, c->max_seq_len);
     lkv_wire_w_str(b, "uptime_s");
     lkv_wire_w_f64(b, (double)(now_ns - c->start_ns) * 1e-9);
+    lkv_wire_w_str(b, "instances");
+    lkv_wire_w_array(b, (uint32_t)c->n_insts);
+    for (int i = 0; i < c->n_insts; i++) {
+        lkv_sched_stats_t is;
+        int64_t           ttft = lkv_router_predict_ttft_ns(c->insts[i], 1);
+        lkv_sched_stats(lkv_inst_sched(c->insts[i]), &is);
+        lkv_wire_w_map(b, 7);
+        lkv_wire_w_str(b, "up");
+        lkv_wire_w_bool(b, lkv_inst_up(c->insts[i]));
+        lkv_wire_w_str(b, "n_running");
+        lkv_wire_w_i64(b, is.n_running);
+        lkv_wire_w_str(b, "n_waiting");
+        lkv_wire_w_i64(b, is.n_waiting);
+        lkv_wire_w_str(b, "n_steps");
+        lkv_wire_w_u64(b, is.steps);
+        lkv_wire_w_str(b, "device_blocks_used");
+        lkv_wire_w_i64(b, is.blocks_used[LKV_KV_TIER_DEVICE]);
+        lkv_wire_w_str(b, "queued_prompt_tokens");
+        lkv_wire_w_i64(b, lkv_inst_queued_tokens(c->insts[i]));
+        lkv_wire_w_str(b, "predicted_ttft_ms");
+        lkv_wire_w_f64(b, ttft == INT64_MAX ? -1.0 : (double)ttft * 1e-6);
+    }
     if (b->oom) {
         send_error(c, peer, &msg->id, LKV_ERR_NOMEM,
                    "stats: out of memory; retry later", 1000, false);

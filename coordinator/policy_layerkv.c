@@ -98,7 +98,8 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
     int64_t   n_full = sched_blocks_for(s, q->n_total);
     int64_t   free_dev = sched_device_free(s) - sched_prefill_reserve(s);
     double    t_pf   = sched_prefill_with(s, st, c, q->n_cached);
-    int64_t   k_max, k;
+    int64_t   k_max, k, wm;
+    int       w    = sched_staging_window(s);
     bool      anti = false;
 
     *n_off_p = 0;
@@ -110,9 +111,11 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
         }
         anti = true;
     }
-    /* transient device need: every layer of the chunk */
-    if ((int64_t)L * n_c + (s->running.n > 0 ? s->watermark_blocks : 0) >
-        free_dev) {
+    /* transient device need: every layer of the chunk (W = 0); with a
+     * staging window only the retained layers + the ring (checked below,
+     * once k is known) */
+    wm = s->running.n > 0 ? s->watermark_blocks : 0;
+    if (w == 0 && (int64_t)L * n_c + wm > free_dev) {
         return LKV_AGAIN;
     }
     /* Eq. 4: link time of the step's offloads <= its prefill time */
@@ -168,6 +171,21 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
         }
         if (k > k_max) {
             k = k_max;
+        }
+    }
+    if (w > 0) {
+        /* device until the prompt is in: L - k retained layers + min(W, k)
+         * ring sets, at the full prompt (later chunks grow both); offload
+         * more (up to k_max) when that is what makes it fit */
+        int64_t fit = free_dev - wm;
+
+        while (!st->over_parked && k < k_max &&
+               ((int64_t)L - k + (k < w ? k : w)) * n_full > fit) {
+            k++;
+        }
+        if (((int64_t)L - k + (k < w ? k : w)) * n_full > fit &&
+            (int64_t)L * n_c > fit) {
+            return LKV_AGAIN; /* admits at least what W = 0 admits */
         }
     }
     *n_off_p = (int)k;

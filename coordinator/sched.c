@@ -173,6 +173,8 @@ lkv_sched_config_t lkv_sched_config_default(void)
     c.ttft_guard          = 1.5f;
     c.max_parked          = 0.5f;
     c.reject_hopeless     = false;
+    c.prefill_staging_window = LKV_SCHED_DEFAULT_STAGING_WINDOW;
+    c.offload_contiguous  = false;
     c.pred_quantile       = p.quantile;
     c.pred_window         = p.window;
     c.pred_prior          = p.prior;
@@ -224,6 +226,11 @@ static lkv_status_t check_config(const lkv_sched_config_t *c, char *err,
     }
     if (!(c->max_parked >= 0.0f) || !isfinite(c->max_parked)) {
         BAD("max_parked must be >= 0");
+    }
+    if (c->prefill_staging_window < 0 ||
+        c->prefill_staging_window > LKV_SCHED_MAX_STAGING_WINDOW) {
+        BAD("prefill_staging_window %d must be in [0, %d]",
+            c->prefill_staging_window, LKV_SCHED_MAX_STAGING_WINDOW);
     }
     if (c->n_stop < 0 || c->n_stop > LKV_SCHED_MAX_STOP) {
         BAD("n_stop %d must be in [0, %d]", c->n_stop, LKV_SCHED_MAX_STOP);
@@ -347,6 +354,7 @@ void lkv_sched_destroy(lkv_sched_t **s_p)
     free(s->p_finished.v);
     free(s->p_blocks.v);
     free(s->p_stages.v);
+    free(s->p_rings.v);
     free(s->p_new_moves.v);
     free(s->ev[0].v);
     free(s->ev[1].v);
@@ -383,7 +391,13 @@ static bool never_fits(const lkv_sched_t *s, int32_t n, char *why, size_t len)
         /* transient: every layer of the first chunk; then the retained
          * layers of the whole prompt stay */
         int64_t keep = (int64_t)c->min_retained_layers * sched_blocks_for(s, n);
+        int     w    = sched_staging_window(s);
         need         = L * sched_blocks_for(s, (int32_t)first);
+        if (w > 0 && w + c->min_retained_layers < L) {
+            /* staging window: the retained layers + the ring */
+            need = (int64_t)(c->min_retained_layers + w) *
+                   sched_blocks_for(s, (int32_t)first);
+        }
         if (keep > need) {
             need = keep;
         }
@@ -840,6 +854,16 @@ lkv_status_t lkv_sched_on_result(lkv_sched_t *s, const lkv_step_result_t *res,
         }
     }
     s->p_stages.n = 0;
+    /* the step's staging rings are empty now */
+    for (int i = 0; i < s->p_rings.n; i++) {
+        lkv_status_t st = lkv_kv_ring_destroy(s->kv, s->p_rings.v[i]);
+
+        if (st != LKV_OK) {
+            LKV_LOG_ERROR("kv ring_destroy of staging ring %d failed: %s",
+                          s->p_rings.v[i], lkv_status_str(st));
+        }
+    }
+    s->p_rings.n = 0;
 
     /* sequences */
     for (int i = 0; i < s->p_seqs.n; i++) {

@@ -13,6 +13,11 @@
 #include "coordinator/scheduler.h"
 #include "coordinator/slo_model.h"
 
+/* Default prefill staging window of the LAYERKV policy. */
+#ifndef LKV_SCHED_DEFAULT_STAGING_WINDOW
+#define LKV_SCHED_DEFAULT_STAGING_WINDOW 2
+#endif
+
 typedef enum {
     RQ_WAITING = 0, /* in s->waiting */
     RQ_RUNNING = 1, /* in s->running: prefilling, decoding or partial */
@@ -140,6 +145,7 @@ struct lkv_sched {
     SCHED_VEC(uint64_t) p_finished;
     SCHED_VEC(int32_t) p_blocks;     /* block ids of appends and moves */
     SCHED_VEC(sched_move_t) p_stages; /* STAGE moves of the plan */
+    SCHED_VEC(int) p_rings;           /* staging rings of the plan */
     SCHED_VEC(sched_move_t) p_new_moves; /* moves issued by this plan */
     sched_step_t step;               /* features of the outstanding plan */
 
@@ -180,6 +186,11 @@ int32_t      sched_blocks_for(const lkv_sched_t *s, int32_t n_tokens);
  * (l*k) mod L < k; for k = L/2 this offloads the even layers and keeps the
  * odd ones, as in the paper's 8-layer example). */
 bool         sched_layer_offloaded(int layer, int k, int n_layers);
+/* The policy's choice: sched_layer_offloaded, or layers 0..k-1 with
+ * cfg.offload_contiguous. */
+bool         sched_offloads_layer(const lkv_sched_t *s, int layer, int k);
+/* Staging window W in effect (0 for the baseline policy). */
+int          sched_staging_window(const lkv_sched_t *s);
 /* Issue a move (OFFLOAD / RELOAD) of (r, layer) to dst: kv move_begin plus
  * a plan entry. */
 lkv_status_t sched_issue_move(lkv_sched_t *s, sched_req_t *r, int layer,

@@ -137,7 +137,10 @@ lkv_status_t sched_issue_move(lkv_sched_t *s, sched_req_t *r, int layer,
     return LKV_OK;
 }
 
-static lkv_status_t issue_stage(lkv_sched_t *s, sched_req_t *r, int layer)
+/* Stage (r, layer) for this step: on its own new device blocks (ring < 0)
+ * or on staging ring `ring`. */
+static lkv_status_t issue_stage(lkv_sched_t *s, sched_req_t *r, int layer,
+                                int ring)
 {
     lkv_kv_copy_t c;
     sched_move_t  sm;
@@ -145,7 +148,11 @@ static lkv_status_t issue_stage(lkv_sched_t *s, sched_req_t *r, int layer)
     lkv_status_t  st;
 
     LKV_CHECK(SCHED_VEC_RESERVE(s->p_stages, s->p_stages.n + 1));
-    LKV_CHECK(lkv_kv_stage_begin(s->kv, r->seq_id, layer, &c));
+    if (ring >= 0) {
+        LKV_CHECK(lkv_kv_stage_begin_ring(s->kv, r->seq_id, layer, ring, &c));
+    } else {
+        LKV_CHECK(lkv_kv_stage_begin(s->kv, r->seq_id, layer, &c));
+    }
     st = push_move(s, r, layer, LKV_PLAN_MOVE_STAGE, &c, &id);
     if (st != LKV_OK) {
         lkv_kv_stage_end(s->kv, r->seq_id, layer);
@@ -191,6 +198,21 @@ int32_t sched_device_free(const lkv_sched_t *s)
     return lkv_kv_free_blocks(s->kv, LKV_KV_TIER_DEVICE);
 }
 
+int sched_staging_window(const lkv_sched_t *s)
+{
+    return s->cfg.policy == LKV_SCHED_POLICY_LAYERKV
+               ? s->cfg.prefill_staging_window
+               : 0;
+}
+
+bool sched_offloads_layer(const lkv_sched_t *s, int layer, int k)
+{
+    if (s->cfg.offload_contiguous) {
+        return layer < k;
+    }
+    return sched_layer_offloaded(layer, k, s->cfg.n_layers);
+}
+
 bool sched_layer_offloaded(int layer, int k, int n_layers)
 {
     if (k <= 0) {
@@ -222,9 +244,12 @@ static int tier_of_res(lkv_kv_res_t res)
 /* Blocks needed to add n tokens to r on every layer: device (appends to
  * device layers + staging of off-device layers, i.e. their whole table after
  * the append) and per off-device tier. Returns false if a layer is MOVING. */
-static bool chunk_needs(const lkv_sched_t *s, const sched_req_t *r, int n,
-                        int32_t need[LKV_KV_TIER_COUNT])
+static bool chunk_needs_w(const lkv_sched_t *s, const sched_req_t *r, int n,
+                          int32_t need[LKV_KV_TIER_COUNT], int w)
 {
+    int32_t ring_max = 0; /* largest staged table (ring set size) */
+    int     n_staged = 0;
+
     memset(need, 0, sizeof(int32_t) * LKV_KV_TIER_COUNT);
     for (int l = 0; l < s->cfg.n_layers; l++) {
         lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
@@ -237,12 +262,74 @@ static bool chunk_needs(const lkv_sched_t *s, const sched_req_t *r, int n,
             int have = sched_blocks_for(s, lkv_kv_layer_tokens(s->kv,
                                                                r->seq_id, l));
             need[tier_of_res(res)] += add;
-            need[LKV_KV_TIER_DEVICE] += have + add; /* staging */
+            if (w > 0) {
+                n_staged++;
+                if (have + add > ring_max) {
+                    ring_max = have + add;
+                }
+            } else {
+                need[LKV_KV_TIER_DEVICE] += have + add; /* staging */
+            }
         } else {
             need[LKV_KV_TIER_DEVICE] += add;
         }
     }
+    need[LKV_KV_TIER_DEVICE] += (n_staged < w ? n_staged : w) * ring_max;
     return true;
+}
+
+static bool chunk_needs(const lkv_sched_t *s, const sched_req_t *r, int n,
+                        int32_t need[LKV_KV_TIER_COUNT])
+{
+    return chunk_needs_w(s, r, n, need, 0);
+}
+
+/* Stage r's off-device layers for this step through a ring of min(W, n)
+ * staging sets sized for the largest of them: the j-th staged layer (in
+ * layer order) uses set j mod W. */
+static lkv_status_t stage_ring(lkv_sched_t *s, sched_req_t *r, int w)
+{
+    int ids[LKV_SCHED_MAX_STAGING_WINDOW];
+    int n_staged = 0, nr, ring_max = 0, j = 0;
+
+    for (int l = 0; l < s->cfg.n_layers; l++) {
+        lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
+
+        if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
+            int nb = sched_blocks_for(s, lkv_kv_layer_tokens(s->kv, r->seq_id,
+                                                             l));
+            n_staged++;
+            if (nb > ring_max) {
+                ring_max = nb;
+            }
+        }
+    }
+    if (n_staged == 0) {
+        return LKV_OK;
+    }
+    nr = n_staged < w ? n_staged : w;
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_rings, s->p_rings.n + nr));
+    for (int i = 0; i < nr; i++) {
+        lkv_status_t st = lkv_kv_ring_create(s->kv, ring_max, &ids[i]);
+
+        if (st != LKV_OK) {
+            while (--i >= 0) {
+                lkv_kv_ring_destroy(s->kv, ids[i]);
+                s->p_rings.n--;
+            }
+            return st;
+        }
+        s->p_rings.v[s->p_rings.n++] = ids[i];
+    }
+    for (int l = 0; l < s->cfg.n_layers; l++) {
+        lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
+
+        if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
+            LKV_CHECK(issue_stage(s, r, l, ids[j % nr]));
+            j++;
+        }
+    }
+    return LKV_OK;
 }
 
 static bool needs_fit(const lkv_sched_t *s, const int32_t need[], int32_t dev_reserve)
@@ -262,14 +349,24 @@ static bool needs_fit(const lkv_sched_t *s, const int32_t need[], int32_t dev_re
  * off-device layers grow in their tier and are staged for this step. The
  * caller checked chunk_needs/needs_fit, so failures here are internal or
  * NOMEM. */
-static lkv_status_t grow_all_layers(lkv_sched_t *s, sched_req_t *r, int n)
+static lkv_status_t grow_all_layers_w(lkv_sched_t *s, sched_req_t *r, int n,
+                                     int w)
 {
+    if (w > 0) {
+        for (int l = 0; l < s->cfg.n_layers; l++) {
+            lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
+
+            LKV_CHECK(do_append(s, r, l, n,
+                                (lkv_kv_tier_t)tier_of_res(res)));
+        }
+        return stage_ring(s, r, w);
+    }
     for (int l = 0; l < s->cfg.n_layers; l++) {
         lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
 
         if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
             LKV_CHECK(do_append(s, r, l, n, (lkv_kv_tier_t)tier_of_res(res)));
-            LKV_CHECK(issue_stage(s, r, l));
+            LKV_CHECK(issue_stage(s, r, l, -1));
         } else {
             LKV_CHECK(do_append(s, r, l, n, LKV_KV_TIER_DEVICE));
         }
@@ -291,7 +388,7 @@ lkv_status_t sched_place_decode(lkv_sched_t *s, sched_req_t *r, bool stream)
     if (!needs_fit(s, need, 0)) {
         return LKV_ERR_NOSPACE;
     }
-    LKV_CHECK(grow_all_layers(s, r, 1));
+    LKV_CHECK(grow_all_layers_w(s, r, 1, 0));
     LKV_CHECK(push_seq(s, r, 1, true));
     s->step.n_decode++;
     s->step.dc_ctx += r->n_cached;
@@ -370,7 +467,7 @@ static int64_t preempt_offload(lkv_sched_t *s, sched_req_t *v)
         return 0;
     }
     for (int l = 0; l < L; l++) {
-        if (sched_layer_offloaded(l, k, L) &&
+        if (sched_offloads_layer(s, l, k) &&
             lkv_kv_layer_residency(s->kv, v->seq_id, l) == LKV_KV_RES_DEVICE) {
             blocks += sched_blocks_for(s, lkv_kv_layer_tokens(s->kv,
                                                               v->seq_id, l));
@@ -381,7 +478,7 @@ static int64_t preempt_offload(lkv_sched_t *s, sched_req_t *v)
         return 0;
     }
     for (int l = 0; l < L; l++) {
-        if (sched_layer_offloaded(l, k, L) &&
+        if (sched_offloads_layer(s, l, k) &&
             lkv_kv_layer_residency(s->kv, v->seq_id, l) == LKV_KV_RES_DEVICE &&
             sched_issue_move(s, v, l, (lkv_kv_tier_t)tier,
                              LKV_PLAN_MOVE_OFFLOAD) != LKV_OK) {
@@ -549,9 +646,18 @@ int64_t sched_prefill_reserve(const lkv_sched_t *s)
         const sched_req_t *r = s->running.v[i];
 
         if (r->prefilling) {
-            n += (int64_t)s->cfg.n_layers *
-                 (sched_blocks_for(s, r->n_total) -
-                  sched_blocks_for(s, r->n_cached));
+            int64_t rest = sched_blocks_for(s, r->n_total) -
+                           sched_blocks_for(s, r->n_cached);
+            int     w    = sched_staging_window(s);
+
+            if (w > 0 && r->n_off > 0) {
+                /* retained layers grow; the rest passes through the ring */
+                n += (int64_t)(s->cfg.n_layers - r->n_off) * rest +
+                     (int64_t)(r->n_off < w ? r->n_off : w) *
+                         sched_blocks_for(s, r->n_total);
+            } else {
+                n += (int64_t)s->cfg.n_layers * rest;
+            }
         }
     }
     return n;
@@ -613,10 +719,11 @@ static lkv_status_t continue_prefills(lkv_sched_t *s)
         if (!budget_allows(s, c)) {
             break;
         }
-        if (!chunk_needs(s, r, c, need) || !needs_fit(s, need, 0)) {
+        if (!chunk_needs_w(s, r, c, need, sched_staging_window(s)) ||
+            !needs_fit(s, need, 0)) {
             continue; /* moving, or no room this step: try next step */
         }
-        LKV_CHECK(grow_all_layers(s, r, c));
+        LKV_CHECK(grow_all_layers_w(s, r, c, sched_staging_window(s)));
         LKV_CHECK(plan_prefill_chunk(s, r, c));
     }
     return LKV_OK;
@@ -643,6 +750,8 @@ static lkv_status_t admit(lkv_sched_t *s, sched_req_t *q, int c, int n_off,
 {
     int          n_app = s->p_appends.n, n_mv = s->p_moves.n;
     int          n_blk = s->p_blocks.n, n_new = s->p_new_moves.n;
+    int          n_stg = s->p_stages.n, n_rng = s->p_rings.n;
+    int          w     = sched_staging_window(s);
     int          tier = -1;
     lkv_status_t st;
 
@@ -656,16 +765,36 @@ static lkv_status_t admit(lkv_sched_t *s, sched_req_t *q, int c, int n_off,
     }
     q->seq_id = s->next_seq_id++;
     LKV_CHECK(lkv_kv_seq_add(s->kv, q->seq_id));
-    for (int l = 0; l < s->cfg.n_layers; l++) {
-        LKV_CHECK_GOTO(do_append(s, q, l, c, LKV_KV_TIER_DEVICE), st, undo);
+    if (w > 0 && n_off > 0) {
+        /* staging window: offloaded layers live off the device from the
+         * start; the prefill step streams them through the ring */
+        for (int l = 0; l < s->cfg.n_layers; l++) {
+            lkv_kv_tier_t t = sched_offloads_layer(s, l, n_off)
+                                  ? (lkv_kv_tier_t)tier
+                                  : LKV_KV_TIER_DEVICE;
+            LKV_CHECK_GOTO(do_append(s, q, l, c, t), st, undo);
+            if (t != LKV_KV_TIER_DEVICE) {
+                s->step.off_blocks += sched_blocks_for(s, c);
+            }
+        }
+        LKV_CHECK_GOTO(stage_ring(s, q, w), st, undo);
+        n_off = -n_off; /* done: skip the offload moves below */
+    } else {
+        for (int l = 0; l < s->cfg.n_layers; l++) {
+            LKV_CHECK_GOTO(do_append(s, q, l, c, LKV_KV_TIER_DEVICE), st,
+                           undo);
+        }
     }
     for (int l = 0; l < s->cfg.n_layers && n_off > 0; l++) {
-        if (sched_layer_offloaded(l, n_off, s->cfg.n_layers)) {
+        if (sched_offloads_layer(s, l, n_off)) {
             LKV_CHECK_GOTO(sched_issue_move(s, q, l, (lkv_kv_tier_t)tier,
                                             LKV_PLAN_MOVE_OFFLOAD),
                            st, undo);
             s->step.off_blocks += sched_blocks_for(s, c);
         }
+    }
+    if (n_off < 0) {
+        n_off = -n_off;
     }
     q->state      = RQ_RUNNING;
     q->prefilling = true;
@@ -699,6 +828,15 @@ undo:
             }
         }
     }
+    for (int i = n_stg; i < s->p_stages.n; i++) {
+        lkv_kv_stage_end(s->kv, q->seq_id, s->p_stages.v[i].layer);
+        s->st.stage_moves--;
+    }
+    s->p_stages.n = n_stg;
+    for (int i = n_rng; i < s->p_rings.n; i++) {
+        lkv_kv_ring_destroy(s->kv, s->p_rings.v[i]);
+    }
+    s->p_rings.n      = n_rng;
     s->p_new_moves.n  = n_new;
     s->p_appends.n    = n_app;
     s->p_append_off.n = n_app;

@@ -78,6 +78,8 @@ extern "C" {
 
 #define LKV_SCHED_MAX_STOP 8 /* stop token ids per config / per request */
 
+#define LKV_SCHED_MAX_STAGING_WINDOW 16
+
 typedef enum {
     LKV_SCHED_POLICY_BASELINE = 0,
     LKV_SCHED_POLICY_LAYERKV  = 1,
@@ -166,6 +168,18 @@ typedef struct {
                                   reload before new ones are admitted */
     bool  reject_hopeless;     /* submit: LKV_ERR_REJECTED when the
                                   predicted TTFT already misses the SLO */
+    int   prefill_staging_window; /* W: 0 = offloaded layers of a prefill
+                                  are computed on the device (all layers'
+                                  blocks needed) and then offloaded; W > 0 =
+                                  they are appended in the host/remote tier
+                                  and the prefill step stages them through a
+                                  ring of W device staging sets (the j-th
+                                  offloaded layer uses set j mod W), so
+                                  admission needs device blocks for the
+                                  retained layers + the ring only. Range
+                                  0..LKV_SCHED_MAX_STAGING_WINDOW. */
+    bool  offload_contiguous;  /* offload layers 0..k-1 instead of spreading
+                                  them evenly (ablation; default false) */
 
     /* Output-length predictor (coordinator/predictor.h). */
     float pred_quantile; /* 0.9 */

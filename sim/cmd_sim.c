@@ -49,6 +49,10 @@ static void usage(FILE *f)
         "  --sync-offload        compute waits for every offload copy\n"
         "  --contiguous-layers   offload a contiguous layer range (not "
         "interleaved)\n"
+        "  --staging-window W    prefill staging window (0 = offloaded layers "
+        "computed on\n"
+        "                        the device then offloaded; default: the "
+        "scheduler's)\n"
         "workload:\n"
         "  --trace NAME|FILE     sharegpt, arxiv, bwb, azure-conv, azure-code "
         "or a CSV\n"
@@ -151,6 +155,7 @@ enum {
     O_NOSLO,
     O_SYNC,
     O_CONTIG,
+    O_STAGEWIN,
     O_TRACE,
     O_PLEN,
     O_OLEN,
@@ -194,6 +199,7 @@ int lkv_cmd_sim(int argc, char **argv)
         {"no-slo-scheduler", no_argument, 0, O_NOSLO},
         {"sync-offload", no_argument, 0, O_SYNC},
         {"contiguous-layers", no_argument, 0, O_CONTIG},
+        {"staging-window", required_argument, 0, O_STAGEWIN},
         {"trace", required_argument, 0, O_TRACE},
         {"prompt-len", required_argument, 0, O_PLEN},
         {"output-len", required_argument, 0, O_OLEN},
@@ -335,6 +341,12 @@ int lkv_cmd_sim(int argc, char **argv)
         case O_CONTIG:
             cfg.contiguous_layers = true;
             break;
+        case O_STAGEWIN:
+            if (parse_int(optarg, 0, LKV_SCHED_MAX_STAGING_WINDOW,
+                          &cfg.staging_window) < 0) {
+                bad = "--staging-window";
+            }
+            break;
         case O_TRACE:
             cfg.work.trace = optarg;
             break;
@@ -428,12 +440,6 @@ int lkv_cmd_sim(int argc, char **argv)
     }
     if (cfg.work.trace == NULL && cfg.work.rate <= 0) {
         fprintf(stderr, "layerkv sim: fixed lengths need --rate > 0\n");
-        return 2;
-    }
-    if (cfg.contiguous_layers) {
-        fprintf(stderr,
-                "layerkv sim: --contiguous-layers needs a scheduler hook "
-                "(coordinator/scheduler.h) that is not there yet\n");
         return 2;
     }
     if (cfg.cost.pp > 1) {

@@ -17,7 +17,12 @@ typedef struct {
 typedef struct {
     int32_t layer;
     int32_t kind;
-    int32_t idx; /* index into plan->moves */
+    int32_t idx;  /* index into plan->moves */
+    int32_t dep;  /* STAGE reusing the staging blocks of an earlier stage of
+                     this step (a staging ring): that stage's mref, else -1 */
+    int32_t n_in; /* STAGE: blocks copied in (0 when the sequence's first
+                     chunk runs this step, as in the worker) */
+    int64_t wb_end; /* STAGE: when its write-back ends (this step) */
 } mref_t;
 
 struct lkv_sim_exec {
@@ -37,7 +42,11 @@ struct lkv_sim_exec {
     /* seq_id -> n_tokens of this step, open addressing (power of two) */
     uint64_t            *hkeys;
     int32_t             *hvals;
+    int32_t             *hpos; /* pos0 of the seq this step */
     int                  hcap;
+    /* staging block -> mref of the latest stage into it (this step) */
+    int32_t             *bkeys, *bvals;
+    int                  bcap;
     lkv_sim_exec_stats_t stats;
 };
 
@@ -95,6 +104,9 @@ void lkv_sim_exec_destroy(lkv_sim_exec_t **e_p)
     free(e->stage_done);
     free(e->hkeys);
     free(e->hvals);
+    free(e->hpos);
+    free(e->bkeys);
+    free(e->bvals);
     free(e);
     *e_p = NULL;
 }
@@ -134,7 +146,12 @@ static lkv_status_t seqmap_build(lkv_sim_exec_t *e, const lkv_step_plan_t *p)
             return LKV_ERR_NOMEM;
         }
         e->hvals = v;
-        e->hcap  = need;
+        int32_t *q = realloc(e->hpos, (size_t)need * sizeof(int32_t));
+        if (q == NULL) {
+            return LKV_ERR_NOMEM;
+        }
+        e->hpos = q;
+        e->hcap = need;
     }
     for (int i = 0; i < e->hcap; i++) {
         e->hvals[i] = -1;
@@ -146,6 +163,75 @@ static lkv_status_t seqmap_build(lkv_sim_exec_t *e, const lkv_step_plan_t *p)
         }
         e->hkeys[h] = p->seqs[i].seq_id;
         e->hvals[h] = p->seqs[i].n_tokens;
+        e->hpos[h]  = p->seqs[i].pos0;
+    }
+    return LKV_OK;
+}
+
+/* pos0 of seq_id in this step's plan, -1 if it does not run. */
+static int32_t seqmap_pos0(const lkv_sim_exec_t *e, uint64_t seq_id)
+{
+    uint64_t h = hash64(seq_id) & (uint64_t)(e->hcap - 1);
+    while (e->hvals[h] >= 0) {
+        if (e->hkeys[h] == seq_id) {
+            return e->hpos[h];
+        }
+        h = (h + 1) & (uint64_t)(e->hcap - 1);
+    }
+    return -1;
+}
+
+/* Block-level staging hazards, as the worker tracks them: a STAGE whose
+ * first staging block an earlier-layer STAGE of this step also used (a
+ * staging ring: all sets share their first block) depends on that stage.
+ * mrefs are sorted by layer. Also sets n_in. */
+static lkv_status_t stage_deps(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
+                               int n_m)
+{
+    int need = 16;
+    while (need < 2 * n_m) {
+        need *= 2;
+    }
+    if (need > e->bcap) {
+        int32_t *k = realloc(e->bkeys, (size_t)need * sizeof(int32_t));
+        if (k == NULL) {
+            return LKV_ERR_NOMEM;
+        }
+        e->bkeys   = k;
+        int32_t *v = realloc(e->bvals, (size_t)need * sizeof(int32_t));
+        if (v == NULL) {
+            return LKV_ERR_NOMEM;
+        }
+        e->bvals = v;
+        e->bcap  = need;
+    }
+    for (int i = 0; i < e->bcap; i++) {
+        e->bvals[i] = -1;
+    }
+    for (int i = 0; i < n_m; i++) {
+        mref_t                *r = &e->mrefs[i];
+        const lkv_plan_move_t *m = &plan->moves[r->idx];
+
+        r->dep    = -1;
+        r->n_in   = m->n_blocks;
+        r->wb_end = 0;
+        if (m->kind != LKV_PLAN_MOVE_STAGE || m->n_blocks <= 0 ||
+            m->dst == NULL) {
+            continue;
+        }
+        if (seqmap_pos0(e, m->seq_id) == 0) {
+            r->n_in = 0; /* first chunk: every block is written this step */
+        }
+        int32_t  b = m->dst[0];
+        uint64_t h = hash64((uint64_t)(uint32_t)b) & (uint64_t)(e->bcap - 1);
+        while (e->bvals[h] >= 0 && e->bkeys[h] != b) {
+            h = (h + 1) & (uint64_t)(e->bcap - 1);
+        }
+        if (e->bvals[h] >= 0) {
+            r->dep = e->bvals[h];
+        }
+        e->bkeys[h] = b;
+        e->bvals[h] = i;
     }
     return LKV_OK;
 }
@@ -228,9 +314,10 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
                 (unsigned long long)m->move_id, m->layer, m->n_blocks, m->kind);
             return LKV_ERR_INVALID;
         }
-        e->mrefs[n_m++] = (mref_t){m->layer, m->kind, i};
+        e->mrefs[n_m++] = (mref_t){m->layer, m->kind, i, -1, 0, 0};
     }
     qsort(e->mrefs, (size_t)n_m, sizeof(mref_t), cmp_mref);
+    LKV_CHECK(stage_deps(e, plan, n_m));
     LKV_CHECK(grow((void **)&e->done, &e->cap_done, e->n_pend + n_m + 1,
                    sizeof(uint64_t)));
     LKV_CHECK(grow((void **)&e->pend, &e->cap_pend, e->n_pend + n_m + 1,
@@ -243,8 +330,9 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
     }
     for (int i = 0; i < n_m; i++) {
         const lkv_plan_move_t *m = &plan->moves[e->mrefs[i].idx];
-        if (m->kind == LKV_PLAN_MOVE_STAGE) {
-            int64_t bytes = (int64_t)m->n_blocks * e->block_bytes;
+        if (m->kind == LKV_PLAN_MOVE_STAGE && e->mrefs[i].dep < 0 &&
+            e->mrefs[i].n_in > 0) {
+            int64_t bytes = (int64_t)e->mrefs[i].n_in * e->block_bytes;
             int64_t t     = link_copy(e, &e->h2d_free_ns, now_ns, bytes,
                                       &e->stats.h2d_busy_ns);
             if (t > e->stage_done[m->layer]) {
@@ -274,6 +362,30 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
         int64_t lns      = (int64_t)llround(layer_ns);
         int     mi       = 0;
         for (int l = 0; l < L; l++) {
+            /* staging-ring stages of layer l: the compute queue waits for
+             * the previous user's write-back, then copies in (if the layer
+             * holds older tokens) */
+            for (int k = mi; k < n_m && e->mrefs[k].layer == l; k++) {
+                const mref_t *r = &e->mrefs[k];
+                if (r->kind != LKV_PLAN_MOVE_STAGE || r->dep < 0) {
+                    continue;
+                }
+                int64_t ready = e->mrefs[r->dep].wb_end;
+                if (ready > t) {
+                    e->stats.stall_ns += ready - t;
+                    t = ready;
+                }
+                if (r->n_in > 0) {
+                    int64_t bytes = (int64_t)r->n_in * e->block_bytes;
+                    int64_t c     = link_copy(e, &e->h2d_free_ns, t, bytes,
+                                              &e->stats.h2d_busy_ns);
+                    bytes_h2d += bytes;
+                    if (c > t) {
+                        e->stats.stall_ns += c - t;
+                        t = c;
+                    }
+                }
+            }
             if (e->stage_done[l] > t) {
                 e->stats.stall_ns += e->stage_done[l] - t;
                 t = e->stage_done[l];
@@ -301,6 +413,7 @@ lkv_status_t lkv_sim_exec_step(lkv_sim_exec_t *e, const lkv_step_plan_t *plan,
                 }
                 int64_t c = link_copy(e, &e->d2h_free_ns, t, bytes,
                                       &e->stats.d2h_busy_ns);
+                e->mrefs[mi].wb_end = c;
                 bytes_d2h += bytes;
                 if (c > layer_copies_end) {
                     layer_copies_end = c;

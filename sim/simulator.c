@@ -29,6 +29,7 @@ lkv_sim_config_t lkv_sim_config_default(void)
         .watermark        = 0.01f,
         .decode_mode      = LKV_SCHED_DECODE_AUTO,
         .offload_rule     = LKV_SCHED_OFFLOAD_NEEDED,
+        .staging_window   = -1,
     };
     return c;
 }
@@ -463,6 +464,10 @@ lkv_status_t lkv_sim_run(const lkv_sim_config_t *cfg, lkv_sim_result_t *out)
         lkv_sim_cost_link_bytes_per_s(S.cost);
     sc.decode_mode  = (lkv_sched_decode_mode_t)cfg->decode_mode;
     sc.offload_rule = (lkv_sched_offload_rule_t)cfg->offload_rule;
+    sc.offload_contiguous = cfg->contiguous_layers;
+    if (cfg->staging_window >= 0) {
+        sc.prefill_staging_window = cfg->staging_window;
+    }
     sc.n_stop       = 0;
     fit_priors(S.cost, max_len, &sc);
     S.tok_ns           = sc.pf_c1_ns + sc.pf_c2_ns * 2048;

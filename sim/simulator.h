@@ -41,7 +41,9 @@ typedef struct {
     /* ablations */
     bool        no_slo_scheduler; /* layerkv offload, SLO-blind admission */
     bool        sync_offload;     /* copies not overlapped with compute */
-    bool        contiguous_layers;
+    bool        contiguous_layers; /* offload layers 0..k-1 */
+    int         staging_window; /* prefill staging window W; -1 = the
+                                   scheduler's default */
     int         decode_mode;  /* lkv_sched_decode_mode_t */
     int         offload_rule; /* lkv_sched_offload_rule_t */
     const char *csv_path;     /* per-request CSV, or NULL */

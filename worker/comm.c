@@ -253,6 +253,14 @@ static lkv_status_t check_count(size_t n)
     return LKV_OK;
 }
 
+/* d += o (the buffers never overlap: o is the gather scratch) */
+static void add_into(float *restrict d, const float *restrict o, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        d[i] += o[i];
+    }
+}
+
 lkv_status_t lkv_comm_tp_allreduce(lkv_comm_t *c, float *buf, size_t n)
 {
     if (c == NULL || c->tp == 1 || n == 0) {
@@ -279,10 +287,7 @@ lkv_status_t lkv_comm_tp_allreduce(lkv_comm_t *c, float *buf, size_t n)
                                c->gather, (int)n, MPI_FLOAT, 1 - c->tp_rank,
                                71, c->tp_comm, MPI_STATUS_IGNORE),
                   "MPI_Sendrecv (tp all-reduce)");
-        const float *o = c->gather;
-        for (size_t i = 0; i < n; i++) {
-            buf[i] += o[i];
-        }
+        add_into(buf, c->gather, n);
         return LKV_OK;
     }
     MPI_CHECK(MPI_Allgather(buf, (int)n, MPI_FLOAT, c->gather, (int)n,
@@ -291,10 +296,7 @@ lkv_status_t lkv_comm_tp_allreduce(lkv_comm_t *c, float *buf, size_t n)
     /* sum in rank order so that every rank gets the same bits */
     memcpy(buf, c->gather, n * sizeof(float));
     for (int r = 1; r < c->tp; r++) {
-        const float *o = c->gather + (size_t)r * n;
-        for (size_t i = 0; i < n; i++) {
-            buf[i] += o[i];
-        }
+        add_into(buf, c->gather + (size_t)r * n, n);
     }
     return LKV_OK;
 }

@@ -30,6 +30,7 @@ typedef struct {
                                            prompt + generated after a
                                            recompute) */
     int                         n_recompute;
+    lkv_kv_tier_t               otier; /* tier of its offloaded layers */
 } req_t;
 
 /* Move ids carry their record's index in the low 24 bits. */
@@ -47,7 +48,6 @@ typedef struct {
 struct lkv_engine {
     const lkv_model_t  *m;
     lkv_engine_config_t cfg;
-    lkv_kv_tier_t       off_tier;    /* where offloaded layers go */
     bool                remote_down; /* a remote transfer failed: stop
                                         offloading to the remote tier */
     int                 max_ctx;
@@ -190,9 +190,6 @@ lkv_status_t lkv_engine_create(const lkv_model_t *m,
     ac.n_blocks[LKV_KV_TIER_DEVICE]    = cfg->n_device_blocks;
     ac.n_blocks[LKV_KV_TIER_HOST]      = cfg->n_host_blocks;
     ac.n_blocks[LKV_KV_TIER_REMOTE]    = cfg->n_remote_blocks;
-    e->off_tier = cfg->n_host_blocks == 0 && cfg->n_remote_blocks > 0
-                      ? LKV_KV_TIER_REMOTE
-                      : LKV_KV_TIER_HOST;
     ac.max_seqs                        = cfg->max_seqs;
     ac.max_blocks_per_layer            = e->max_blocks;
     LKV_CHECK_GOTO(lkv_kv_alloc_create(&ac, &e->alloc), st, fail);
@@ -289,7 +286,7 @@ typedef struct {
     int           n_tokens;
     int           n_prefill_tokens;
     int           n_live; /* sequences holding kv blocks */
-    int32_t       dev_free, host_free;
+    int32_t       dev_free, host_free, remote_free;
     bool          reset; /* plan_preempt dropped a sequence's KV */
 } plan_t;
 
@@ -345,6 +342,26 @@ static lkv_status_t plan_append(plan_t *p, req_t *r, int layer, int n_tokens,
     return LKV_OK;
 }
 
+static int32_t *off_free(plan_t *p, lkv_kv_tier_t tier)
+{
+    return tier == LKV_KV_TIER_REMOTE ? &p->remote_free : &p->host_free;
+}
+
+/* Where `need` offloaded blocks of a sequence go: the host pool while it
+ * has room, else the remote tier (kvnodes) while it is up and has room. */
+static bool pick_off_tier(plan_t *p, int32_t need, lkv_kv_tier_t *tier_p)
+{
+    if (p->e->cfg.n_host_blocks > 0 && need <= p->host_free) {
+        *tier_p = LKV_KV_TIER_HOST;
+        return true;
+    }
+    if (!p->e->remote_down && need <= p->remote_free && p->remote_free > 0) {
+        *tier_p = LKV_KV_TIER_REMOTE;
+        return true;
+    }
+    return false;
+}
+
 static lkv_status_t plan_move(plan_t *p, int ri, int layer,
                               lkv_plan_move_kind_t kind)
 {
@@ -362,7 +379,7 @@ static lkv_status_t plan_move(plan_t *p, int ri, int layer,
     } else {
         st = lkv_kv_move_begin(e->alloc, r->seq_id, layer,
                                kind == LKV_PLAN_MOVE_OFFLOAD
-                                   ? e->off_tier
+                                   ? r->otier
                                    : LKV_KV_TIER_DEVICE,
                                &c);
     }
@@ -458,12 +475,12 @@ static lkv_status_t plan_decode(plan_t *p, int ri)
             dev_need += grow;
         }
     }
-    if (dev_need > p->dev_free || host_need > p->host_free) {
+    if (dev_need > p->dev_free || host_need > *off_free(p, r->otier)) {
         return LKV_OK; /* stall this step */
     }
     for (int l = 0; l < nl; l++) {
         LKV_CHECK(plan_append(p, r, l, 1,
-                              r->host[l] ? e->off_tier
+                              r->host[l] ? r->otier
                                          : LKV_KV_TIER_DEVICE));
     }
     for (int l = 0; l < nl; l++) {
@@ -472,7 +489,7 @@ static lkv_status_t plan_decode(plan_t *p, int ri)
         }
     }
     p->dev_free -= dev_need;
-    p->host_free -= host_need;
+    *off_free(p, r->otier) -= host_need;
     plan_seq(p, ri, &r->last, 1, pos0, true);
     return LKV_OK;
 }
@@ -527,8 +544,7 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
                 host_need += layer_blocks(e, r->seq_id, l);
             }
         }
-        if (host_need > p->host_free ||
-            (e->remote_down && e->off_tier == LKV_KV_TIER_REMOTE)) {
+        if (!pick_off_tier(p, host_need, &r->otier)) {
             LKV_LOG_DEBUG("seq %" PRIu64 " keeps its layers on the device: "
                           "host pool full",
                           r->seq_id);
@@ -540,7 +556,7 @@ static lkv_status_t plan_prefill(plan_t *p, int ri, int seq_index)
                     r->n_host++;
                 }
             }
-            p->host_free -= host_need;
+            *off_free(p, r->otier) -= host_need;
         }
     }
     plan_seq(p, ri, r->toks + r->n_prefilled, chunk, r->n_prefilled,
@@ -565,6 +581,7 @@ static void req_reset(plan_t *p, int ri)
     r->n_host      = 0;
     r->n_moving    = 0;
     r->reloading   = false;
+    r->otier       = LKV_KV_TIER_HOST;
     memset(r->host, 0, (size_t)e->m->cfg.n_layers * sizeof(bool));
 }
 
@@ -577,7 +594,7 @@ static bool req_recompute(plan_t *p, int ri, lkv_status_t why)
     lkv_engine_t *e = p->e;
     req_t        *r = &p->reqs[ri];
 
-    if (e->off_tier != LKV_KV_TIER_REMOTE ||
+    if (r->otier != LKV_KV_TIER_REMOTE ||
         (why != LKV_ERR_PEER_LOST && why != LKV_ERR_TIMEOUT)) {
         return false;
     }
@@ -607,7 +624,7 @@ static bool plan_preempt(plan_t *p)
     lkv_engine_t *e  = p->e;
     int           nl = e->m->cfg.n_layers;
 
-    if (e->remote_down && e->off_tier == LKV_KV_TIER_REMOTE) {
+    if (e->remote_down && e->cfg.n_host_blocks == 0) {
         /* nowhere to move KV to: preempt the latest sequence by
          * recompute (never the earliest one, which must progress) */
         int first = -1;
@@ -645,7 +662,11 @@ static bool plan_preempt(plan_t *p)
                 n += layer_blocks(e, r->seq_id, l) > 0;
             }
         }
-        if (n == 0 || need > p->host_free) {
+        if (n == 0) {
+            continue;
+        }
+        if (r->n_host > 0 ? need > *off_free(p, r->otier)
+                          : !pick_off_tier(p, need, &r->otier)) {
             continue;
         }
         for (int l = 0; l < nl; l++) {
@@ -657,7 +678,7 @@ static bool plan_preempt(plan_t *p)
                 r->n_host++;
             }
         }
-        p->host_free -= need;
+        *off_free(p, r->otier) -= need;
         LKV_LOG_DEBUG("kv pools full: seq %" PRIu64 " moves %d layers to the "
                       "host",
                       r->seq_id, n);
@@ -749,7 +770,7 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
                           rec->layer);
             if (!req_recompute(p, rec->req, LKV_ERR_PEER_LOST)) {
                 req_finish(p, rec->req,
-                           e->off_tier == LKV_KV_TIER_REMOTE
+                           r->otier == LKV_KV_TIER_REMOTE
                                ? LKV_ERR_PEER_LOST
                                : LKV_ERR_IO,
                            fn, ctx);
@@ -847,6 +868,7 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
         rs[i].max_gen = reqs[i].max_tokens;
         rs[i].toks    = toks + n_toks;
         rs[i].n_ctx0  = reqs[i].n_prompt;
+        rs[i].otier   = LKV_KV_TIER_HOST;
         memcpy(rs[i].toks, reqs[i].prompt,
                (size_t)reqs[i].n_prompt * sizeof(int32_t));
         n_toks += (size_t)reqs[i].n_prompt + (size_t)reqs[i].max_tokens + 1;
@@ -865,7 +887,10 @@ lkv_status_t lkv_engine_generate(lkv_engine_t *e,
         p.n_seqs = p.n_appends = p.n_blocks = p.n_moves = 0;
         p.n_tokens = p.n_prefill_tokens = 0;
         p.dev_free  = lkv_kv_free_blocks(e->alloc, LKV_KV_TIER_DEVICE);
-        p.host_free = lkv_kv_free_blocks(e->alloc, e->off_tier);
+        p.host_free   = lkv_kv_free_blocks(e->alloc, LKV_KV_TIER_HOST);
+        p.remote_free = e->cfg.n_remote_blocks > 0 && !e->remote_down
+                            ? lkv_kv_free_blocks(e->alloc, LKV_KV_TIER_REMOTE)
+                            : 0;
 
         p.n_live = 0;
         for (int i = 0; i < n_reqs; i++) {

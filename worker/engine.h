@@ -54,8 +54,9 @@ typedef struct {
     lkv_decode_mode_t    decode_mode;
     lkv_dtype_t          kv_dtype;
     /* optional REMOTE tier (issue 8; borrowed, must outlive the engine):
-     * with n_host_blocks == 0 offloaded layers go to the remote tier
-     * instead of the host pool. When remote KV is lost (a reload/stage
+     * offloaded layers of a sequence go to the host pool while it has room,
+     * else to the remote tier (all of them with n_host_blocks == 0). When
+     * remote KV is lost (a reload/stage
      * fails with LKV_ERR_PEER_LOST/TIMEOUT) the engine stops using the
      * remote tier and recomputes the sequence on the device (prompt +
      * tokens so far, preempting the latest sequences by recompute when

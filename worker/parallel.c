@@ -350,8 +350,8 @@ lkv_status_t lkv_par_worker_follow(lkv_par_t *par, const char *backend,
         if (x != NULL) {
             st = lkv_par_follow(par, x);
         } else {
-            /* cannot compute: drain the leader's plans so it is not stuck
-             * (its peers' collectives will fail and it reports the error) */
+            /* cannot compute: exit with the error; mpirun then ends the
+             * job, so the leader does not wait on this rank forever */
             st = st_local;
         }
     } else if (st == LKV_OK) {

@@ -31,9 +31,16 @@ typedef struct {
     uint8_t           kind;
     uint8_t           src_tier, dst_tier;
     int               n_blocks;
+    int               n_in; /* blocks the inbound copy moves: n_blocks, or
+                               0 for a STAGE of a sequence whose first
+                               chunk runs in this step (no data yet) */
     int32_t          *src, *dst; /* (max_blocks_per_layer) */
     lkv_kv_xfer_t    *xin;  /* the move's copy (valid while n_pending) */
     lkv_kv_xfer_t    *xwb;  /* stage write-back, or NULL */
+    int               dep;  /* STAGE: slot of the earlier stage of this step
+                               whose staging blocks this one reuses (a
+                               staging ring), or -1; its copy-in is deferred
+                               until that stage's write-back is done */
 } move_slot_t;
 
 struct lkv_step_exec {
@@ -52,6 +59,11 @@ struct lkv_step_exec {
     int                n_slots;
     int32_t           *slot_blocks;
     lkv_kern_event_t **ev_layer; /* (n_layers) compute events */
+    lkv_kern_event_t **ev_stage; /* (n_layers) deferred stage-in starts */
+    int32_t           *stage_owner; /* (n_device_blocks) slot staging into
+                                       the block in step stage_gen */
+    uint64_t          *stage_owner_gen; /* (n_device_blocks) */
+    uint64_t           stage_gen;
 
     /* per-step batch (max_seqs) */
     lkv_fwd_seq_t        *bseqs;
@@ -147,6 +159,11 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
                             (size_t)cfg->max_blocks_per_layer *
                             sizeof(int32_t));
     x->ev_layer    = calloc((size_t)nl, sizeof(*x->ev_layer));
+    x->ev_stage    = calloc((size_t)nl, sizeof(*x->ev_stage));
+    x->stage_owner = calloc((size_t)cfg->n_device_blocks,
+                            sizeof(*x->stage_owner));
+    x->stage_owner_gen = calloc((size_t)cfg->n_device_blocks,
+                                sizeof(*x->stage_owner_gen));
     x->bseqs       = calloc((size_t)cfg->max_seqs, sizeof(*x->bseqs));
     x->bent        = calloc((size_t)cfg->max_seqs, sizeof(*x->bent));
     x->bplan       = calloc((size_t)cfg->max_seqs, sizeof(*x->bplan));
@@ -159,7 +176,8 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
     x->rdone       = calloc((size_t)x->n_slots, sizeof(*x->rdone));
     x->rfailed     = calloc((size_t)x->n_slots, sizeof(*x->rfailed));
     x->polled      = calloc((size_t)x->n_slots * 2, sizeof(*x->polled));
-    if (!x->polled || !x->slots || !x->slot_blocks || !x->ev_layer || !x->bseqs ||
+    if (!x->polled || !x->slots || !x->slot_blocks || !x->ev_layer ||
+        !x->ev_stage || !x->stage_owner || !x->stage_owner_gen || !x->bseqs ||
         !x->bent || !x->bplan || !x->pstatus || !x->sparams || !x->srng ||
         !x->stokens || !x->sbatch || !x->rseqs || !x->rdone || !x->rfailed) {
         st = LKV_ERR_NOMEM;
@@ -179,6 +197,8 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
     }
     for (int l = 0; l < nl; l++) {
         LKV_CHECK_GOTO(LKV_KERN_CALL(x->be, event_create, &x->ev_layer[l]),
+                       st, fail);
+        LKV_CHECK_GOTO(LKV_KERN_CALL(x->be, event_create, &x->ev_stage[l]),
                        st, fail);
     }
     *x_p = x;
@@ -203,6 +223,9 @@ void lkv_step_exec_destroy(lkv_step_exec_t **x_p)
             if (x->ev_layer[l] != NULL) {
                 x->be->ops->event_destroy(x->be, x->ev_layer[l]);
             }
+            if (x->ev_stage != NULL && x->ev_stage[l] != NULL) {
+                x->be->ops->event_destroy(x->be, x->ev_stage[l]);
+            }
         }
     }
     lkv_fwd_destroy(&x->fwd);
@@ -212,6 +235,9 @@ void lkv_step_exec_destroy(lkv_step_exec_t **x_p)
     free(x->slots);
     free(x->slot_blocks);
     free(x->ev_layer);
+    free(x->ev_stage);
+    free(x->stage_owner);
+    free(x->stage_owner_gen);
     free(x->bseqs);
     free(x->bent);
     free(x->bplan);
@@ -255,6 +281,14 @@ int lkv_step_exec_moves_in_flight(const lkv_step_exec_t *x)
     return n;
 }
 
+/* Host wait for a transfer (NULL: none). */
+static void xfer_wait(lkv_step_exec_t *x, lkv_kv_xfer_t *xf)
+{
+    if (xf != NULL) {
+        lkv_kv_mover_wait(x->mover, xf);
+    }
+}
+
 lkv_status_t lkv_step_exec_sync(lkv_step_exec_t *x)
 {
     for (int i = 0; i < x->n_slots; i++) {
@@ -262,7 +296,7 @@ lkv_status_t lkv_step_exec_sync(lkv_step_exec_t *x)
         /* handles stay valid until the poll in finish_step reports them,
          * and a slot with reported handles is complete (not used) */
         if (s->used && s->started && s->n_pending > 0) {
-            lkv_kv_mover_wait(x->mover, s->xin);
+            xfer_wait(x, s->xin);
             if (s->xwb != NULL) {
                 lkv_kv_mover_wait(x->mover, s->xwb);
             }
@@ -310,15 +344,24 @@ static lkv_status_t submit(lkv_step_exec_t *x, move_slot_t *s, int src_tier,
 static lkv_status_t slot_start(lkv_step_exec_t *x, move_slot_t *s,
                                lkv_kern_event_t *after)
 {
+    if (s->n_in <= 0) {
+        s->xin     = NULL; /* nothing to copy in */
+        s->started = true;
+        return LKV_OK;
+    }
     LKV_CHECK(submit(x, s, s->src_tier, s->src, s->dst_tier, s->dst,
-                     s->n_blocks, after, &s->xin));
+                     s->n_in, after, &s->xin));
     s->started = true;
     return LKV_OK;
 }
 
+
 /* Make the compute queue wait for the slot's inbound copy. */
 static lkv_status_t wait_in(lkv_step_exec_t *x, move_slot_t *s)
 {
+    if (s->xin == NULL) {
+        return LKV_OK; /* a stage with nothing to copy in */
+    }
     lkv_kern_event_t *ev = lkv_kv_mover_event(s->xin);
 
     if (ev != NULL) {
@@ -520,6 +563,8 @@ static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv)
     s->failed    = false;
     s->xin       = NULL;
     s->xwb       = NULL;
+    s->dep       = -1;
+    s->n_in      = mv->n_blocks;
     memcpy(s->src, mv->src, (size_t)mv->n_blocks * sizeof(int32_t));
     memcpy(s->dst, mv->dst, (size_t)mv->n_blocks * sizeof(int32_t));
     int idx = slot_index(x, s);
@@ -539,12 +584,75 @@ static void add_move(lkv_step_exec_t *x, const lkv_plan_move_t *mv)
     }
 }
 
+/* Block-level hazard tracking for staging rings: a STAGE whose destination
+ * blocks an earlier-layer STAGE of this step also uses (the scheduler's
+ * staging window reuses one set of device blocks layer after layer) must not
+ * copy in before that stage's layer has run and its write-back has read the
+ * blocks. Records the latest such stage in s->dep; called in layer order. */
+static void stage_track(lkv_step_exec_t *x, move_slot_t *s)
+{
+    int idx = slot_index(x, s);
+
+    s->dep = -1;
+    for (int k = 0; k < s->n_blocks; k++) {
+        int32_t b = s->dst[k]; /* checked against the pool in add_move */
+        if (x->stage_owner_gen[b] == x->stage_gen &&
+            x->stage_owner[b] != idx) {
+            s->dep = x->stage_owner[b];
+        }
+        x->stage_owner[b]     = idx;
+        x->stage_owner_gen[b] = x->stage_gen;
+    }
+}
+
+/* Start deferred stage s once its predecessor on the same staging blocks is
+ * done with them: the compute queue (which already holds the predecessor's
+ * layer) waits for the predecessor's write-back, and the copy-in starts after
+ * that point of the compute queue. `host` = wait on the host instead (end of
+ * step, nothing more to overlap). */
+static lkv_status_t stage_start_deferred(lkv_step_exec_t *x, move_slot_t *s,
+                                         bool host)
+{
+    move_slot_t      *t     = &x->slots[s->dep];
+    lkv_kern_event_t *after = NULL;
+
+    if (t->used && t->kind == LKV_PLAN_MOVE_STAGE && t->started &&
+        t->n_pending > 0) {
+        lkv_kv_xfer_t    *last = t->xwb != NULL ? t->xwb : t->xin;
+        lkv_kern_event_t *ev   = host || last == NULL
+                                     ? NULL
+                                     : lkv_kv_mover_event(last);
+        if (ev != NULL) {
+            LKV_CHECK(LKV_KERN_CALL(x->be, queue_wait, LKV_KERN_QUEUE_COMPUTE,
+                                    ev));
+        } else {
+            xfer_wait(x, t->xin);
+            if (t->xwb != NULL) {
+                lkv_kv_mover_wait(x->mover, t->xwb);
+            }
+        }
+    }
+    if (!host) {
+        after = x->ev_stage[s->layer];
+        LKV_CHECK(LKV_KERN_CALL(x->be, event_record, after,
+                                LKV_KERN_QUEUE_COMPUTE));
+    } else {
+        LKV_CHECK(LKV_KERN_CALL(x->be, sync, LKV_KERN_QUEUE_COMPUTE));
+    }
+    LKV_CHECK(slot_start(x, s, after));
+    s->dep = -1;
+    return LKV_OK;
+}
+
 /* Queue the inbound copies registered by this plan: STAGE moves first, in
- * layer order (the forward pass needs layer 0's first), then RELOADs (the
- * background ones). */
-static void start_inbound(lkv_step_exec_t *x)
+ * layer order (the forward pass needs layer 0's first; a stage reusing an
+ * earlier stage's staging blocks is deferred, see stage_track), then RELOADs
+ * (the background ones). */
+static void start_inbound(lkv_step_exec_t *x, const lkv_step_plan_t *p)
 {
     int nl = x->m->cfg.n_layers;
+
+    x->stage_gen++;
 
     for (int pass = 0; pass < 2; pass++) {
         uint8_t kind = pass == 0 ? LKV_PLAN_MOVE_STAGE : LKV_PLAN_MOVE_RELOAD;
@@ -554,6 +662,22 @@ static void start_inbound(lkv_step_exec_t *x)
                 if (!s->used || s->started || s->kind != kind ||
                     s->layer != l) {
                     continue;
+                }
+                if (kind == LKV_PLAN_MOVE_STAGE) {
+                    /* a sequence's first chunk writes every block of the
+                     * layer in this step: nothing to copy in */
+                    for (int k = 0; k < p->n_seqs; k++) {
+                        if (p->seqs[k].seq_id == s->seq_id) {
+                            if (p->seqs[k].pos0 == 0) {
+                                s->n_in = 0;
+                            }
+                            break;
+                        }
+                    }
+                    stage_track(x, s);
+                    if (s->dep >= 0) {
+                        continue; /* started by hook_before(l) */
+                    }
                 }
                 if (slot_start(x, s, NULL) == LKV_OK) {
                     continue;
@@ -622,7 +746,10 @@ static lkv_status_t hook_before(void *ctx, int layer)
         if (x->pstatus[x->bplan[i]] != LKV_OK) {
             continue; /* already failed: computes on staging garbage */
         }
-        if (ly->stage_slot >= 0) {
+        if (ly->stage_slot >= 0 && !x->slots[ly->stage_slot].started) {
+            st = stage_start_deferred(x, &x->slots[ly->stage_slot], false);
+        }
+        if (st == LKV_OK && ly->stage_slot >= 0) {
             st = wait_in(x, &x->slots[ly->stage_slot]);
         }
         if (st == LKV_OK && ly->reload_slot >= 0 &&
@@ -727,7 +854,39 @@ static void finish_step(lkv_step_exec_t *x, const lkv_step_plan_t *p,
         move_slot_t *s = &x->slots[i];
         if (s->used && s->started && s->kind != LKV_PLAN_MOVE_RELOAD &&
             s->n_pending > 0) {
-            lkv_kv_mover_wait(x->mover, s->xin);
+            xfer_wait(x, s->xin);
+            if (s->xwb != NULL) {
+                lkv_kv_mover_wait(x->mover, s->xwb);
+            }
+        }
+    }
+    /* deferred stages whose layer did not run (sequence failed or not in
+     * the batch): copy in now, in layer order, once every earlier copy is
+     * done, so they complete normally */
+    for (int l = 0; l < x->m->cfg.n_layers; l++) {
+        for (int i = 0; i < x->n_slots; i++) {
+            move_slot_t *s = &x->slots[i];
+            if (!s->used || s->started || s->kind != LKV_PLAN_MOVE_STAGE ||
+                s->layer != l) {
+                continue;
+            }
+            if (s->dep < 0 || stage_start_deferred(x, s, true) != LKV_OK) {
+                lkv_seq_entry_t *e = s->orphan
+                                         ? NULL
+                                         : lkv_seq_table_find(x->tab, s->seq_id);
+                if (e != NULL) {
+                    e->layers[s->layer].stage_slot = -1;
+                }
+                report_failed(x, s);
+            }
+        }
+    }
+    /* ... and the deferred ones just started */
+    for (int i = 0; i < x->n_slots; i++) {
+        move_slot_t *s = &x->slots[i];
+        if (s->used && s->started && s->kind != LKV_PLAN_MOVE_RELOAD &&
+            s->n_pending > 0) {
+            xfer_wait(x, s->xin);
             if (s->xwb != NULL) {
                 lkv_kv_mover_wait(x->mover, s->xwb);
             }
@@ -854,7 +1013,7 @@ lkv_status_t lkv_step_exec_run(lkv_step_exec_t *x, const lkv_step_plan_t *p,
         add_move(x, &p->moves[i]);
     }
     if (p->n_moves > 0) {
-        start_inbound(x);
+        start_inbound(x, p);
     }
 
     /* the batch: sequences whose every layer can be computed */

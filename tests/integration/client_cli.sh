@@ -77,7 +77,10 @@ set +e; "$lkv" stats --server "tcp://127.0.0.1:$dead" --timeout-s 0.3 >/dev/null
 so="${LKV_BUILD_DIR:-}/liblayerkv.so"
 if [ -f "$so" ] && command -v cc >/dev/null 2>&1; then
     san=""
-    if ldd "$so" 2>/dev/null | grep -q libasan; then san="-fsanitize=address,undefined"; fi
+    if ldd "$so" 2>/dev/null | grep -q libasan ||
+        grep -q '^LKV_SANITIZE:BOOL=ON' "$(dirname "$so")/CMakeCache.txt" 2>/dev/null; then
+        san="-fsanitize=address,undefined"
+    fi
     cc -std=gnu11 $san -I"$src" -I"$src/include" "$src/tests/interop/app_generate.c" \
         -L"$(dirname "$so")" -llayerkv -Wl,-rpath,"$(dirname "$so")" -o "$tmp/app" \
         || fail "cannot link an application against $so"

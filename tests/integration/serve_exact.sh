@@ -5,7 +5,8 @@
 # prompt and length, under both policies, with a device KV pool small enough
 # that the layerkv policy offloads layers and the baseline preempts (checked
 # through `layerkv stats`); then the same with `layerkv coordinator` and
-# `layerkv worker` as separate processes over tcp:// and ipc://.
+# `layerkv worker` as separate processes over tcp:// (2 instances, routed)
+# and ipc:// (32 clients each).
 # LKV_EXACT_CLIENTS overrides the number of concurrent clients (64).
 set -euo pipefail
 lkv=${1:?usage: serve_exact.sh LAYERKV SRCDIR}
@@ -14,6 +15,9 @@ tag=serve_exact
 . "$src/tests/integration/serve_common.bash"
 model="$src/models/stories260K/stories260K.gguf"
 n_clients=${LKV_EXACT_CLIENTS:-64}
+# separate-process runs repeat the check over tcp:// and ipc:// with fewer
+# clients to keep the test short (the 64-client check is the embedded one)
+split_clients=${LKV_EXACT_SPLIT_CLIENTS:-32}
 max_tokens=40
 dev_blocks=60
 
@@ -90,9 +94,15 @@ for wt in tcp ipc; do
         workers+=($last_pid)
     done
     wait_health "$ep" "$coord"
+    for _ in $(seq 100); do
+        [ "$(stats_field "$ep" 's["n_instances_up"]')" = $n_inst ] && break
+        sleep 0.2
+    done
     [ "$(stats_field "$ep" 's["n_instances_up"]')" = $n_inst ] || fail "$wt: not every instance has a worker"
-    run_clients "$ep" "coordinator + $n_inst worker(s) over $wt"
+    n_clients=$split_clients run_clients "$ep" "coordinator + $n_inst worker(s) over $wt"
     [ "$(stats_field "$ep" 's["bytes_offloaded"] > 0')" = True ] || fail "$wt: no offload happened"
+    [ "$(stats_field "$ep" 'all(i["n_steps"] > 0 for i in s["instances"])')" = True ] || \
+        fail "$wt: the router left an instance idle: $(stats_field "$ep" 's["instances"]')"
     stop_bg "$coord"
     [ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
     for worker in "${workers[@]}"; do

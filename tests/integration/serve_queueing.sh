@@ -18,9 +18,12 @@ src=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
 tag=serve_queueing
 . "$src/tests/integration/serve_common.bash"
 model="$src/models/stories260K/stories260K.gguf"
-n=${LKV_QUEUE_N:-24}
+n_default=16
+# sanitizer builds are several times slower: a shorter sequence
+if [ "$(ldd "$lkv" 2>/dev/null | grep -c libasan || true)" != 0 ]; then n_default=10; fi
+n=${LKV_QUEUE_N:-$n_default}
 plen=${LKV_QUEUE_PROMPT:-300}
-max_tokens=${LKV_QUEUE_MAX_TOKENS:-32}
+max_tokens=${LKV_QUEUE_MAX_TOKENS:-64}
 interval=${LKV_QUEUE_INTERVAL_MS:-1}
 dev=${LKV_QUEUE_DEVICE_BLOCKS:-200}
 

@@ -19,6 +19,7 @@
 #define FX_MAX_LAYERS 32
 #define FX_MAX_BLK    256
 #define FX_MAX_MOVES  4096
+#define FX_MAX_DEV    65536 /* device blocks the staging check tracks */
 
 typedef struct {
     uint64_t seq_id; /* 0 = free slot */
@@ -57,7 +58,70 @@ typedef struct {
     uint64_t            done[FX_MAX_MOVES];
     lkv_step_result_t   res;
     int                 errors; /* mirror mismatches found */
+    /* staging check: per device block, the plan move (+1) that last staged
+     * into it in step stg_step */
+    uint64_t            stg_step[FX_MAX_DEV];
+    int32_t             stg_move[FX_MAX_DEV];
+    int                 stage_errors; /* staging blocks shared wrongly */
 } fx_t;
+
+/* STAGE destinations of plan p: a device block may be shared only by layers
+ * of ONE sequence staged in increasing layer order (a staging ring, which
+ * the worker serialises), and never by a block table. */
+static inline void fx_check_staging(fx_t *f, const lkv_step_plan_t *p)
+{
+    for (int i = 0; i < p->n_moves; i++) {
+        const lkv_plan_move_t *m = &p->moves[i];
+
+        if (m->kind != LKV_PLAN_MOVE_STAGE) {
+            continue;
+        }
+        for (int k = 0; k < m->n_blocks; k++) {
+            int32_t b = m->dst[k];
+
+            if (b < 0 || b >= FX_MAX_DEV) {
+                continue;
+            }
+            if (f->stg_step[b] == f->steps) {
+                const lkv_plan_move_t *o = &p->moves[f->stg_move[b] - 1];
+                if (o->seq_id != m->seq_id || o->layer >= m->layer) {
+                    fprintf(stderr, "fx: staging block %d shared by seq "
+                            "%llu layer %d and seq %llu layer %d\n", (int)b,
+                            (unsigned long long)o->seq_id, o->layer,
+                            (unsigned long long)m->seq_id, m->layer);
+                    f->stage_errors++;
+                }
+            }
+            f->stg_step[b] = f->steps;
+            f->stg_move[b] = i + 1;
+        }
+    }
+    for (int i = 0; i < FX_MAX_SEQS; i++) {
+        const fx_seq_t *q    = &f->seqs[i];
+        bool            gone = false;
+
+        for (int k = 0; k < p->n_finished; k++) {
+            gone |= p->finished[k] == q->seq_id; /* its blocks are free */
+        }
+        if (q->seq_id == 0 || gone) {
+            continue;
+        }
+        for (int l = 0; l < f->n_layers; l++) {
+            if (q->tier[l] != LKV_KV_TIER_DEVICE) {
+                continue;
+            }
+            for (int k = 0; k < q->n[l]; k++) {
+                int32_t b = q->blk[l][k];
+                if (b >= 0 && b < FX_MAX_DEV && f->stg_step[b] == f->steps) {
+                    fprintf(stderr, "fx: staging block %d is in the table "
+                            "of seq %llu layer %d\n", (int)b,
+                            (unsigned long long)q->seq_id, l);
+                    f->stage_errors++; /* staging over a live table */
+                }
+            }
+        }
+    }
+}
 
 static inline void fx_init(fx_t *f, int n_layers)
 {
@@ -160,6 +224,7 @@ static inline const lkv_step_result_t *fx_exec(fx_t *f,
             memcpy(fm->dst, m->dst, (size_t)m->n_blocks * sizeof(int32_t));
         }
     }
+    fx_check_staging(f, p);
     for (int i = 0; i < p->n_seqs; i++) {
         const lkv_plan_seq_t *ps = &p->seqs[i];
         lkv_result_seq_t     *rs = &f->res_seqs[i];

@@ -166,6 +166,58 @@ static void baseline_admits_only_when_all_layers_fit(void **state)
     assert_true(steps_lkv < steps_base);
 }
 
+/* One request of 60 tokens (4 blocks per layer, 32 on 8 layers) on a
+ * 28-block device: without a staging window it can never be admitted; with
+ * W = 2 its offloaded layers are appended on the host and streamed through
+ * two shared staging sets, so retained layers + ring fit, and it yields the
+ * reference tokens. Chunked, later chunks go through the ring as well. */
+static void staging_window_admits_when_retained_layers_fit(void **state)
+{
+    (void)state;
+    for (int chunked = 0; chunked < 2; chunked++) {
+        for (int w = 0; w <= 2; w += 2) {
+            lkv_sched_config_t c = small_cfg(LKV_SCHED_POLICY_LAYERKV, 28);
+            fx_req_t           req;
+            fx_t              *f = calloc(1, sizeof(*f));
+            fx_run_t           run = {.max_steps = 1000, .check_every_step = 1};
+            lkv_sched_t       *s = NULL;
+            lkv_sched_stats_t  st;
+            int32_t            ref[8];
+
+            assert_non_null(f);
+            c.prefill_staging_window = w;
+            c.chunked_prefill        = chunked;
+            c.chunk_tokens           = 32;
+            fx_init(f, L_TEST);
+            mk(&req, 1, 60, 1, 0);
+            assert_int_equal(lkv_sched_create(&c, &s), LKV_OK);
+            fx_run(s, f, &req, 1, &run);
+            lkv_sched_stats(s, &st);
+            assert_true(req.finished);
+            assert_int_equal(run.invariant_failures, 0);
+            assert_int_equal(run.mirror_failures, 0);
+            assert_int_equal(f->errors, 0);
+            assert_int_equal(f->stage_errors, 0);
+            if (w == 0 && !chunked) {
+                /* refused at submit or failed: never served */
+                assert_int_not_equal(req.reason, LKV_SCHED_FINISH_LENGTH);
+            } else if (w > 0) {
+                assert_int_equal(req.reason, LKV_SCHED_FINISH_LENGTH);
+                reference(f, &req, ref);
+                assert_int_equal(req.toks[0], ref[0]);
+                assert_true(st.stage_moves > 0);
+                assert_int_equal(st.offload_moves, 0);
+            }
+            printf("# W=%d chunked=%d: %s, %llu stages\n", w, chunked,
+                   req.reason == LKV_SCHED_FINISH_LENGTH ? "served" : "failed",
+                   (unsigned long long)st.stage_moves);
+            expect_empty(s);
+            lkv_sched_destroy(&s);
+            free(f);
+        }
+    }
+}
+
 /* Every combination of policy and knob completes a mixed workload with the
  * reference tokens, no leak, invariants and mirror intact after each step. */
 static void workload_completes_without_leaks(void **state)
@@ -645,6 +697,10 @@ static void random_workloads_never_stick_or_leak(void **state)
         c.watermark       = rnd(&x, 2) ? 0.0f : 0.05f;
         c.max_seqs        = 2 + (int)rnd(&x, 30);
         c.min_retained_layers = 1 + (int)rnd(&x, 3);
+        /* prefill staging window and layer choice (not from x: the other
+         * draws stay as they were) */
+        c.prefill_staging_window = (int)(seed % 4);
+        c.offload_contiguous     = seed % 5 == 0;
         fx_init(f, L_TEST);
         f->move_delay       = (int)rnd(&x, 4);
         run.cancel_permille = rnd(&x, 2) ? 20 : 0;
@@ -695,6 +751,7 @@ static void random_workloads_never_stick_or_leak(void **state)
         assert_int_equal(run.mirror_failures, 0);
         assert_int_equal(run.event_errors, 0);
         assert_int_equal(f->errors, 0);
+        assert_int_equal(f->stage_errors, 0);
         for (int i = 0; i < 20; i++) {
             assert_true(reqs[i].finished);
             if (reqs[i].submitted_status == LKV_OK &&
@@ -728,6 +785,7 @@ int main(void)
         cmocka_unit_test(bad_input_is_refused),
         cmocka_unit_test(stop_token_ends_request),
         cmocka_unit_test(random_workloads_never_stick_or_leak),
+        cmocka_unit_test(staging_window_admits_when_retained_layers_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
