@@ -54,7 +54,7 @@ static void usage(FILE *out)
                  "layer-wise KV cache LLM serving runtime\n\ncommands:\n");
     for (int i = 0; i < n; i++) {
         if (t[i].fn != NULL) {
-            fprintf(out, "  %-12s %s\n", t[i].name, t[i].summary);
+            fprintf(out, "  %-14s %s\n", t[i].name, t[i].summary);
         }
     }
     fprintf(out, "\nenvironment: LKV_LOG_LEVEL=error|warn|info|debug|trace\n");

@@ -286,8 +286,9 @@ static bool chunk_needs(const lkv_sched_t *s, const sched_req_t *r, int n,
 
 /* Stage r's off-device layers for this step through a ring of min(W, n)
  * staging sets sized for the largest of them: the j-th staged layer (in
- * layer order) uses set j mod W. */
-static lkv_status_t stage_ring(lkv_sched_t *s, sched_req_t *r, int w)
+ * layer order) uses set j mod W. n: tokens appended this step (their
+ * blocks are written back home: counted as offloaded bytes). */
+static lkv_status_t stage_ring(lkv_sched_t *s, sched_req_t *r, int w, int n)
 {
     int ids[LKV_SCHED_MAX_STAGING_WINDOW];
     int n_staged = 0, nr, ring_max = 0, j = 0;
@@ -325,8 +326,13 @@ static lkv_status_t stage_ring(lkv_sched_t *s, sched_req_t *r, int w)
         lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
 
         if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
+            int tok = lkv_kv_layer_tokens(s->kv, r->seq_id, l);
             LKV_CHECK(issue_stage(s, r, l, ids[j % nr]));
             j++;
+            s->st.offloaded_bytes +=
+                (int64_t)(sched_blocks_for(s, tok) -
+                          (tok - n) / s->cfg.block_size) *
+                s->cfg.block_bytes;
         }
     }
     return LKV_OK;
@@ -359,7 +365,7 @@ static lkv_status_t grow_all_layers_w(lkv_sched_t *s, sched_req_t *r, int n,
             LKV_CHECK(do_append(s, r, l, n,
                                 (lkv_kv_tier_t)tier_of_res(res)));
         }
-        return stage_ring(s, r, w);
+        return stage_ring(s, r, w, n);
     }
     for (int l = 0; l < s->cfg.n_layers; l++) {
         lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
@@ -719,11 +725,21 @@ static lkv_status_t continue_prefills(lkv_sched_t *s)
         if (!budget_allows(s, c)) {
             break;
         }
-        if (!chunk_needs_w(s, r, c, need, sched_staging_window(s)) ||
-            !needs_fit(s, need, 0)) {
-            continue; /* moving, or no room this step: try next step */
+        /* stage every off-device layer at once (copies prefetched at the
+         * step start) when the device has room; else through the staging
+         * ring (its copy-ins follow the previous user's write-back) */
+        int w = 0;
+        if (!chunk_needs_w(s, r, c, need, 0)) {
+            continue; /* moving */
         }
-        LKV_CHECK(grow_all_layers_w(s, r, c, sched_staging_window(s)));
+        if (!needs_fit(s, need, 0)) {
+            w = sched_staging_window(s);
+            if (w == 0 || !chunk_needs_w(s, r, c, need, w) ||
+                !needs_fit(s, need, 0)) {
+                continue; /* no room this step: try next step */
+            }
+        }
+        LKV_CHECK(grow_all_layers_w(s, r, c, w));
         LKV_CHECK(plan_prefill_chunk(s, r, c));
     }
     return LKV_OK;
@@ -777,7 +793,8 @@ static lkv_status_t admit(lkv_sched_t *s, sched_req_t *q, int c, int n_off,
                 s->step.off_blocks += sched_blocks_for(s, c);
             }
         }
-        LKV_CHECK_GOTO(stage_ring(s, q, w), st, undo);
+        LKV_CHECK_GOTO(stage_ring(s, q, w, c), st, undo);
+        s->st.offload_moves += (uint64_t)n_off; /* layers offloaded */
         n_off = -n_off; /* done: skip the offload moves below */
     } else {
         for (int l = 0; l < s->cfg.n_layers; l++) {

@@ -196,7 +196,8 @@ typedef struct {
  * 8192 batch tokens, watermark 0.01, no chunking (chunk 512), no SLOs,
  * 16 GB/s links, prefill prior tuned for a 7B model on an A100-class GPU,
  * alpha 1, adapt on, NEEDED, AUTO, 1 retained layer, guard 1.5, parked
- * 0.5, no rejection, p90/64/128, no stop ids. */
+ * 0.5, no rejection, prefill staging window LKV_SCHED_DEFAULT_STAGING_WINDOW
+ * (2), interleaved offload, p90/64/128, no stop ids. */
 lkv_sched_config_t lkv_sched_config_default(void);
 
 typedef struct lkv_sched lkv_sched_t;
@@ -342,8 +343,11 @@ typedef struct {
     uint64_t anti_starvation_admits;
     uint64_t ttft_violations; /* finished requests over their TTFT SLO */
     uint64_t tpot_violations;
-    uint64_t offload_moves, reload_moves, stage_moves;
-    int64_t  offloaded_bytes; /* device -> host/remote, completed moves */
+    uint64_t offload_moves, reload_moves, stage_moves; /* offload_moves also
+                                 counts layers a staging-window prefill
+                                 places off the device (no move needed) */
+    int64_t  offloaded_bytes; /* device -> host/remote, completed moves
+                                 and staging-window write-backs */
     int64_t  reloaded_bytes;  /* host/remote -> device, completed */
     int64_t  staged_bytes;    /* streamed in (STAGE) */
 

@@ -17,6 +17,7 @@
 #include "kernels/kernels.h"
 #include "worker/engine.h"
 #include "worker/model.h"
+#include "worker/parallel.h"
 #include "kvstore/kv_remote_ucx.h"
 
 #define MAX_PROMPTS 4096
@@ -75,6 +76,7 @@ static void usage(FILE *out)
         "                        over UCX (set UCX_TLS; docs/ucx.md)\n"
         "  -h, --help            this help\n",
         lkv_kern_backend_list());
+    lkv_par_usage(out);
 }
 
 typedef struct {
@@ -324,6 +326,10 @@ int lkv_cmd_run(int argc, char **argv)
     lkv_status_t          st;
 
     memset(&rctx, 0, sizeof(rctx));
+    lkv_par_t par; /* --tp/--pp: worker/parallel.h */
+    if (lkv_par_args("run", &argc, argv, true, &par) != 0) {
+        return 2;
+    }
     prompts = calloc(MAX_PROMPTS, sizeof(*prompts));
     if (prompts == NULL) {
         return 1;
@@ -497,7 +503,7 @@ int lkv_cmd_run(int argc, char **argv)
                 model_path, lkv_status_str(st));
         goto out;
     }
-    st = lkv_model_create(be, mf, &model);
+    st = lkv_par_model_create(&par, be, mf, &model);
     if (st != LKV_OK) {
         fprintf(stderr, "layerkv run: cannot load model '%s': %s\n",
                 model_path, lkv_status_str(st));
@@ -655,10 +661,14 @@ int lkv_cmd_run(int argc, char **argv)
             lkv_model_block_bytes(model, block_size, kv_dtype),
             offload_s, mode == LKV_DECODE_STREAM ? "stream" : "reload");
 
-    st = lkv_engine_generate(eng, reqs, n_prompts, on_token, &rctx);
+    st = lkv_par_generate(&par, eng, reqs, n_prompts, on_token, &rctx);
     if (st != LKV_OK) {
         fprintf(stderr, "layerkv run: generation failed: %s\n",
                 lkv_status_str(st));
+        goto out;
+    }
+    if (!lkv_par_is_leader(&par)) {
+        rc = 0; /* a follower rank: the leader reports */
         goto out;
     }
 

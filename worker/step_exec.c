@@ -13,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/comm.h"
 #include "kvstore/kv_alloc.h"
 #include "kvstore/kv_mover.h"
 #include "kvstore/kv_pool.h"
@@ -32,8 +33,8 @@ typedef struct {
     uint8_t           src_tier, dst_tier;
     int               n_blocks;
     int               n_in; /* blocks the inbound copy moves: n_blocks, or
-                               0 for a STAGE of a sequence whose first
-                               chunk runs in this step (no data yet) */
+                               for a STAGE only those holding tokens from
+                               before this step (0 = no copy-in) */
     int32_t          *src, *dst; /* (max_blocks_per_layer) */
     lkv_kv_xfer_t    *xin;  /* the move's copy (valid while n_pending) */
     lkv_kv_xfer_t    *xwb;  /* stage write-back, or NULL */
@@ -664,13 +665,17 @@ static void start_inbound(lkv_step_exec_t *x, const lkv_step_plan_t *p)
                     continue;
                 }
                 if (kind == LKV_PLAN_MOVE_STAGE) {
-                    /* a sequence's first chunk writes every block of the
-                     * layer in this step: nothing to copy in */
+                    /* only blocks holding tokens from before this step
+                     * carry data: the rest is written by this step (a
+                     * first prefill chunk copies nothing in) */
                     for (int k = 0; k < p->n_seqs; k++) {
-                        if (p->seqs[k].seq_id == s->seq_id) {
-                            if (p->seqs[k].pos0 == 0) {
-                                s->n_in = 0;
-                            }
+                        if (p->seqs[k].seq_id == s->seq_id &&
+                            p->seqs[k].pos0 >= 0) {
+                            int64_t nv = ((int64_t)p->seqs[k].pos0 +
+                                          x->cfg.block_size - 1) /
+                                         x->cfg.block_size;
+                            s->n_in = nv < s->n_blocks ? (int)nv
+                                                       : s->n_blocks;
                             break;
                         }
                     }
@@ -970,6 +975,14 @@ lkv_status_t lkv_step_exec_run(lkv_step_exec_t *x, const lkv_step_plan_t *p,
     x->step_d2h   = 0;
     x->step_h2d   = 0;
     res->n_seqs   = 0;
+    if (x->m->comm != NULL) {
+        /* tensor/pipeline peers run this plan too (worker/comm.h) */
+        st = lkv_comm_plan_send(x->m->comm, p);
+        if (st != LKV_OK) {
+            res->status = st;
+            return st;
+        }
+    }
     if (p->n_seqs < 0 || p->n_seqs > x->cfg.max_seqs ||
         (p->n_seqs > 0 && p->seqs == NULL) || p->n_appends < 0 ||
         p->n_moves < 0 || p->n_finished < 0) {

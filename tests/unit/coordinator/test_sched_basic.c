@@ -149,6 +149,7 @@ static void baseline_admits_only_when_all_layers_fit(void **state)
     int                steps_base, steps_lkv;
 
     (void)state;
+    memset(&st, 0, sizeof(st));
     /* 60 tokens -> 4 blocks per layer -> 32 blocks per request: 2 fit */
     for (int i = 0; i < 3; i++) {
         mk(&reqs[i], (uint64_t)i + 1, 60, 4, 0);
@@ -159,10 +160,17 @@ static void baseline_admits_only_when_all_layers_fit(void **state)
     assert_int_equal(st.offload_moves, 0);
 
     c         = small_cfg(LKV_SCHED_POLICY_LAYERKV, 70);
+    c.prefill_staging_window = 0;
     steps_lkv = steps_until_all_admitted(&c, reqs, 3, &st);
     assert_true(st.offload_moves > 0); /* the 2nd request made room */
     printf("# all 3 admitted after %d steps (baseline) vs %d (layerkv)\n",
            steps_base, steps_lkv);
+    assert_true(steps_lkv < steps_base);
+    /* staging window: the offloaded layers never take device blocks */
+    c.prefill_staging_window = 2;
+    steps_lkv = steps_until_all_admitted(&c, reqs, 3, &st);
+    assert_true(st.stage_moves > 0);
+    printf("# all 3 admitted after %d steps (layerkv, W = 2)\n", steps_lkv);
     assert_true(steps_lkv < steps_base);
 }
 
@@ -206,7 +214,8 @@ static void staging_window_admits_when_retained_layers_fit(void **state)
                 reference(f, &req, ref);
                 assert_int_equal(req.toks[0], ref[0]);
                 assert_true(st.stage_moves > 0);
-                assert_int_equal(st.offload_moves, 0);
+                /* layers placed on the host at admission, no OFFLOAD move */
+                assert_true(st.offload_moves > 0);
             }
             printf("# W=%d chunked=%d: %s, %llu stages\n", w, chunked,
                    req.reason == LKV_SCHED_FINISH_LENGTH ? "served" : "failed",

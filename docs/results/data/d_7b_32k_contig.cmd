@@ -1,0 +1,1 @@
+layerkv sim --model llama2-7b --policy layerkv --contiguous-layers --prompt-len 32768 --output-len 512 --rate 0.08 --n-requests 200 --seed 1 --ttft-slo-ms 10000 --tpot-slo-ms 200
