@@ -33,8 +33,8 @@ typedef struct {
     uint8_t           src_tier, dst_tier;
     int               n_blocks;
     int               n_in; /* blocks the inbound copy moves: n_blocks, or
-                               for a STAGE only those holding tokens from
-                               before this step (0 = no copy-in) */
+                               0 for a STAGE of a sequence whose first
+                               chunk runs in this step (no data yet) */
     int32_t          *src, *dst; /* (max_blocks_per_layer) */
     lkv_kv_xfer_t    *xin;  /* the move's copy (valid while n_pending) */
     lkv_kv_xfer_t    *xwb;  /* stage write-back, or NULL */
@@ -665,17 +665,14 @@ static void start_inbound(lkv_step_exec_t *x, const lkv_step_plan_t *p)
                     continue;
                 }
                 if (kind == LKV_PLAN_MOVE_STAGE) {
-                    /* only blocks holding tokens from before this step
-                     * carry data: the rest is written by this step (a
-                     * first prefill chunk copies nothing in) */
+                    /* a sequence's first chunk writes every block of the
+                     * layer in this step: nothing to copy in (sim/sim_exec.c
+                     * models the same rule) */
                     for (int k = 0; k < p->n_seqs; k++) {
-                        if (p->seqs[k].seq_id == s->seq_id &&
-                            p->seqs[k].pos0 >= 0) {
-                            int64_t nv = ((int64_t)p->seqs[k].pos0 +
-                                          x->cfg.block_size - 1) /
-                                         x->cfg.block_size;
-                            s->n_in = nv < s->n_blocks ? (int)nv
-                                                       : s->n_blocks;
+                        if (p->seqs[k].seq_id == s->seq_id) {
+                            if (p->seqs[k].pos0 == 0) {
+                                s->n_in = 0;
+                            }
                             break;
                         }
                     }

@@ -109,8 +109,10 @@ static void serve(fx_t *fx, const lkv_sched_config_t *c, out_t *o)
         q.sampling.temperature = 0.0f;
         assert_int_equal(lkv_sched_submit(s, &q, now, NULL), LKV_OK);
     }
-    for (int step = 0; step < 2000 && !(finished == NREQ && lkv_sched_idle(s));
-         step++) {
+    /* steps that only collect background copies (reloads) can be many
+     * when the machine is loaded: the bound only catches a hang */
+    for (int step = 0;
+         step < 200000 && !(finished == NREQ && lkv_sched_idle(s)); step++) {
         const lkv_step_plan_t   *plan;
         const lkv_sched_event_t *ev;
         lkv_step_result_t        res;
