@@ -403,6 +403,17 @@ lkv_status_t lkv_comm_inst_barrier(lkv_comm_t *c)
     return LKV_OK;
 }
 
+lkv_status_t lkv_comm_inst_allreduce_min(lkv_comm_t *c, int32_t *buf, int n)
+{
+    if (c == NULL || c->tp * c->pp == 1 || n <= 0) {
+        return LKV_OK;
+    }
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_INT32_T, MPI_MIN,
+                            c->inst_comm),
+              "MPI_Allreduce (instance)");
+    return LKV_OK;
+}
+
 /* ---- step plans: a header, then the arrays back to back ---- */
 
 typedef struct {

@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/status.h"
 #include "common/step_plan.h"
@@ -84,6 +85,10 @@ lkv_status_t lkv_comm_pp_bcast_from_last(lkv_comm_t *c, float *buf, size_t n);
 lkv_status_t lkv_comm_inst_bcast(lkv_comm_t *c, void *buf, size_t bytes);
 /* Wait for every rank of the instance. */
 lkv_status_t lkv_comm_inst_barrier(lkv_comm_t *c);
+/* buf (n int32, host) = element-wise minimum over the ranks of the
+ * instance, in place; every rank must pass the same n. No-op for a one-rank
+ * instance. */
+lkv_status_t lkv_comm_inst_allreduce_min(lkv_comm_t *c, int32_t *buf, int n);
 
 /* Step plans: the instance leader decides every plan and sends it to its
  * TP/PP peers, which run exactly the leader's plans (their own schedulers

@@ -25,6 +25,8 @@ typedef struct {
     bool              applied;  /* reload: table already switched */
     bool              orphan;   /* its sequence finished */
     bool              failed;   /* a transfer failed */
+    bool              held;     /* reload done here, not yet on every TP/PP
+                                   peer: reported in a later step */
     int               n_pending; /* transfers not yet reported by poll */
     uint64_t          move_id;
     uint64_t          seq_id;
@@ -53,6 +55,9 @@ struct lkv_step_exec {
     lkv_kv_mover_t        *mover;
     void                  *dev_pool; /* device base: the kv_pool of kernels */
     lkv_kv_mover_done_t   *polled;   /* (2 * n_slots) */
+    int32_t               *agree;    /* (2 * n_slots + 2) peer agreement */
+    int                   *agree_slot; /* (n_slots) */
+    bool                   agree_broken; /* peers' reload sets differ */
     lkv_seq_table_t       *tab;
     lkv_fwd_t             *fwd;
 
@@ -177,10 +182,13 @@ lkv_status_t lkv_step_exec_create(const lkv_model_t *m,
     x->rdone       = calloc((size_t)x->n_slots, sizeof(*x->rdone));
     x->rfailed     = calloc((size_t)x->n_slots, sizeof(*x->rfailed));
     x->polled      = calloc((size_t)x->n_slots * 2, sizeof(*x->polled));
+    x->agree       = calloc((size_t)x->n_slots * 2 + 2, sizeof(*x->agree));
+    x->agree_slot  = calloc((size_t)x->n_slots, sizeof(*x->agree_slot));
     if (!x->polled || !x->slots || !x->slot_blocks || !x->ev_layer ||
         !x->ev_stage || !x->stage_owner || !x->stage_owner_gen || !x->bseqs ||
         !x->bent || !x->bplan || !x->pstatus || !x->sparams || !x->srng ||
-        !x->stokens || !x->sbatch || !x->rseqs || !x->rdone || !x->rfailed) {
+        !x->stokens || !x->sbatch || !x->rseqs || !x->rdone || !x->rfailed ||
+        !x->agree || !x->agree_slot) {
         st = LKV_ERR_NOMEM;
         goto fail;
     }
@@ -233,6 +241,8 @@ void lkv_step_exec_destroy(lkv_step_exec_t **x_p)
     lkv_seq_table_destroy(&x->tab);
     lkv_kv_pool_destroy(&x->pool);
     free(x->polled);
+    free(x->agree);
+    free(x->agree_slot);
     free(x->slots);
     free(x->slot_blocks);
     free(x->ev_layer);
@@ -482,6 +492,7 @@ static move_slot_t *slot_alloc(lkv_step_exec_t *x)
             s->started     = false;
             s->applied     = false;
             s->orphan      = false;
+            s->held        = false;
             return s;
         }
     }
@@ -833,6 +844,65 @@ static lkv_status_t hook_kv_done(void *ctx, int layer)
 
 /* ---- the step ---- */
 
+/* TP/PP peers: a background reload is reported only in the step where it is
+ * done on every rank of the instance. Otherwise the leader could report a
+ * reload that a peer is still copying, and the next move the coordinator
+ * plans for that layer would find the peer's layer busy. All ranks run the
+ * same plans, so they hold the same reloads; they agree on them in move-id
+ * order (a done flag: minimum; a failed flag, negated: maximum). Reloads not
+ * done everywhere are held for a later step. */
+static void agree_reloads(lkv_step_exec_t *x)
+{
+    struct lkv_comm *c = x->m->comm;
+    int              n = 0;
+
+    if (c == NULL || lkv_comm_tp_size(c) * lkv_comm_pp_size(c) == 1) {
+        return;
+    }
+    for (int i = 0; i < x->n_slots; i++) {
+        const move_slot_t *s = &x->slots[i];
+        if (!s->used || s->kind != LKV_PLAN_MOVE_RELOAD) {
+            continue;
+        }
+        int k = n++;
+        while (k > 0 && x->slots[x->agree_slot[k - 1]].move_id > s->move_id) {
+            x->agree_slot[k] = x->agree_slot[k - 1];
+            k--;
+        }
+        x->agree_slot[k] = i;
+    }
+    x->agree[0] = n;
+    x->agree[1] = -n;
+    if (lkv_comm_inst_allreduce_min(c, x->agree, 2) != LKV_OK) {
+        return; /* MPI failed: the peers are gone, nothing to agree with */
+    }
+    if (x->agree[0] != -x->agree[1]) {
+        if (!x->agree_broken) {
+            LKV_LOG_ERROR("TP/PP peers hold different reloads (%d to %d in "
+                          "flight); reloads are reported as each rank sees "
+                          "them",
+                          x->agree[0], -x->agree[1]);
+            x->agree_broken = true;
+        }
+        return;
+    }
+    for (int k = 0; k < n; k++) {
+        const move_slot_t *s = &x->slots[x->agree_slot[k]];
+        x->agree[2 * k]      = s->started && s->n_pending == 0 ? 1 : 0;
+        x->agree[2 * k + 1]  = s->failed ? -1 : 0;
+    }
+    if (lkv_comm_inst_allreduce_min(c, x->agree, 2 * n) != LKV_OK) {
+        return;
+    }
+    for (int k = 0; k < n; k++) {
+        move_slot_t *s = &x->slots[x->agree_slot[k]];
+        s->held        = x->agree[2 * k] == 0;
+        if (x->agree[2 * k + 1] != 0) {
+            s->failed = true; /* failed on a peer: fails everywhere */
+        }
+    }
+}
+
 static void finish_step(lkv_step_exec_t *x, const lkv_step_plan_t *p,
                         lkv_step_result_t *res, int64_t t0)
 {
@@ -909,9 +979,10 @@ static void finish_step(lkv_step_exec_t *x, const lkv_step_plan_t *p,
             break;
         }
     }
+    agree_reloads(x);
     for (int i = 0; i < x->n_slots; i++) {
         move_slot_t *s = &x->slots[i];
-        if (!s->used || !s->started || s->n_pending > 0) {
+        if (!s->used || !s->started || s->n_pending > 0 || s->held) {
             continue;
         }
         if (s->failed) {
