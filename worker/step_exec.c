@@ -844,6 +844,22 @@ static lkv_status_t hook_kv_done(void *ctx, int layer)
 
 /* ---- the step ---- */
 
+/* Wait for the started OFFLOAD and STAGE copies (and stage write-backs):
+ * they end with the step; RELOADs run on in the background. */
+static void wait_step_copies(lkv_step_exec_t *x)
+{
+    for (int i = 0; i < x->n_slots; i++) {
+        move_slot_t *s = &x->slots[i];
+        if (s->used && s->started && s->kind != LKV_PLAN_MOVE_RELOAD &&
+            s->n_pending > 0) {
+            xfer_wait(x, s->xin);
+            if (s->xwb != NULL) {
+                lkv_kv_mover_wait(x->mover, s->xwb);
+            }
+        }
+    }
+}
+
 /* TP/PP peers: a background reload is reported only in the step where it is
  * done on every rank of the instance. Otherwise the leader could report a
  * reload that a peer is still copying, and the next move the coordinator
@@ -922,16 +938,7 @@ static void finish_step(lkv_step_exec_t *x, const lkv_step_plan_t *p,
         }
     }
     /* the step's offloads and stages end with the step */
-    for (int i = 0; i < x->n_slots; i++) {
-        move_slot_t *s = &x->slots[i];
-        if (s->used && s->started && s->kind != LKV_PLAN_MOVE_RELOAD &&
-            s->n_pending > 0) {
-            xfer_wait(x, s->xin);
-            if (s->xwb != NULL) {
-                lkv_kv_mover_wait(x->mover, s->xwb);
-            }
-        }
-    }
+    wait_step_copies(x);
     /* deferred stages whose layer did not run (sequence failed or not in
      * the batch): copy in now, in layer order, once every earlier copy is
      * done, so they complete normally */
@@ -954,16 +961,7 @@ static void finish_step(lkv_step_exec_t *x, const lkv_step_plan_t *p,
         }
     }
     /* ... and the deferred ones just started */
-    for (int i = 0; i < x->n_slots; i++) {
-        move_slot_t *s = &x->slots[i];
-        if (s->used && s->started && s->kind != LKV_PLAN_MOVE_RELOAD &&
-            s->n_pending > 0) {
-            xfer_wait(x, s->xin);
-            if (s->xwb != NULL) {
-                lkv_kv_mover_wait(x->mover, s->xwb);
-            }
-        }
-    }
+    wait_step_copies(x);
     /* collect finished transfers (reloads when they are done) */
     for (;;) {
         int n = 0;
