@@ -91,7 +91,14 @@ for tls in ${LKV_TEST_UCX_TLS:-tcp sm,self}; do
         --offload-layers interleave --decode-offloaded stream \
         --device-kv-blocks 400 >"$tmp/got.out" 2>"$tmp/got.err" &
     rp=$!
-    sleep 0.3
+    # kill once the run is using the kvnode (start-up under load can take
+    # longer than the whole generation on an idle machine)
+    for _ in $(seq 1 600); do
+        grep -q 'remote kv tier' "$tmp/got.err" 2>/dev/null && break
+        kill -0 "$rp" 2>/dev/null || break
+        sleep 0.05
+    done
+    sleep 0.05
     { kill -9 "$kp"; wait "$kp"; } 2>/dev/null
     kp=""
     wait "$rp"
