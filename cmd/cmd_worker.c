@@ -11,8 +11,10 @@
 #include <string.h>
 
 #include "cmd/commands.h"
+#include "cmd/lend.h"
 #include "cmd/worker_loop.h"
 #include "kernels/kernels.h"
+#include "kvstore/kv_remote_ucx.h"
 #include "worker/parallel.h"
 #include "transport/zmq_util.h"
 
@@ -44,8 +46,14 @@ static void usage(FILE *out)
             "(default 0)\n"
             "  --connect-timeout-s S   give up without a config after S s "
             "(default 60)\n"
+            "  --kvnode ENDPOINT       remote KV tier: a `layerkv kvnode` "
+            "control endpoint\n"
+            "                          (repeatable, up to %d; docs/ucx.md)\n"
+            "  --lend-gib N --lend-listen EP   peer mode: lend N GiB of host "
+            "memory to\n"
+            "                          other instances (their --kvnode EP)\n"
             "  -h, --help              this help\n",
-            lkv_kern_backend_list());
+            lkv_kern_backend_list(), LKV_KV_REMOTE_MAX_NODES);
     lkv_par_usage(out);
 }
 
@@ -60,6 +68,9 @@ int lkv_cmd_worker(int argc, char **argv)
         {"link-gbps", required_argument, NULL, 'l'},
         {"instance", required_argument, NULL, 'i'},
         {"connect-timeout-s", required_argument, NULL, 'C'},
+        {"kvnode", required_argument, NULL, 'K'},
+        {"lend-gib", required_argument, NULL, 'G'},
+        {"lend-listen", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -67,6 +78,10 @@ int lkv_cmd_worker(int argc, char **argv)
     int                      c;
     void                    *zctx = NULL;
     lkv_status_t             st;
+    const char              *kvnodes[LKV_KV_REMOTE_MAX_NODES];
+    const char              *lend_listen = NULL;
+    double                   lend_gib    = 0;
+    lkv_lend_t              *lend        = NULL;
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.backend           = "cpu";
@@ -86,14 +101,25 @@ int lkv_cmd_worker(int argc, char **argv)
         case 'm': cfg.model_override = optarg; break;
         case 't': cfg.tokenizer_path = optarg; break;
         case 'b': cfg.backend = optarg; break;
+        case 'K':
+            if (cfg.n_kvnodes >= LKV_KV_REMOTE_MAX_NODES) {
+                fprintf(stderr, "layerkv worker: at most %d --kvnode\n",
+                        LKV_KV_REMOTE_MAX_NODES);
+                return 2;
+            }
+            kvnodes[cfg.n_kvnodes++] = optarg;
+            cfg.kvnodes              = kvnodes;
+            break;
+        case 'L': lend_listen = optarg; break;
         case 'T':
         case 'l':
         case 'i':
         case 'C':
+        case 'G':
             errno = 0;
             d     = strtod(optarg, &end);
             if (errno != 0 || end == optarg || *end != '\0' || !isfinite(d) ||
-                d < 0 || d > 1e7 || (c != 'l' && c != 'C' && d != floor(d))) {
+                d < 0 || d > 1e7 || (c != 'l' && c != 'C' && c != 'G' && d != floor(d))) {
                 fprintf(stderr, "layerkv worker: %s expects a non-negative "
                                 "number, got '%s'\n",
                         argv[optind - 1], optarg);
@@ -105,6 +131,8 @@ int lkv_cmd_worker(int argc, char **argv)
                 cfg.link_gbps = d;
             } else if (c == 'i') {
                 cfg.instance = (int)d;
+            } else if (c == 'G') {
+                lend_gib = d;
             } else {
                 cfg.connect_timeout_s = d;
             }
@@ -124,6 +152,11 @@ int lkv_cmd_worker(int argc, char **argv)
     if (cfg.coordinator == NULL) {
         fprintf(stderr, "layerkv worker: --coordinator ENDPOINT is required "
                         "(the coordinator's --workers-listen)\n");
+        return 2;
+    }
+    if ((lend_gib > 0) != (lend_listen != NULL)) {
+        fprintf(stderr, "layerkv worker: --lend-gib N and --lend-listen EP "
+                        "go together\n");
         return 2;
     }
     if (!lkv_par_is_leader(&par)) {
@@ -148,7 +181,21 @@ int lkv_cmd_worker(int argc, char **argv)
         return 1;
     }
     cfg.zctx = zctx;
-    st       = lkv_worker_loop_run(&cfg);
+    if (lend_listen != NULL) {
+        st = lkv_lend_start(lend_listen, lend_gib, &lend);
+        if (st != LKV_OK) {
+            fprintf(stderr, "layerkv worker: cannot lend %.3f GiB on %s: "
+                            "%s\n",
+                    lend_gib, lend_listen, lkv_status_str(st));
+            lkv_zmq_ctx_destroy(&zctx);
+            return 1;
+        }
+        fprintf(stderr, "layerkv worker: lending %.3f GiB of host memory as "
+                        "a kvnode on %s\n",
+                lend_gib, lkv_lend_endpoint(lend));
+    }
+    st = lkv_worker_loop_run(&cfg);
+    lkv_lend_stop(&lend);
     lkv_zmq_ctx_destroy(&zctx);
     if (st != LKV_OK) {
         fprintf(stderr, "layerkv worker: stopped: %s\n", lkv_status_str(st));

@@ -15,12 +15,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd/lend.h"
 #include "cmd/worker_loop.h"
 #include "common/log.h"
 #include "coordinator/core.h"
 #include "coordinator/frontend.h"
 #include "coordinator/metrics_http.h"
 #include "kernels/kernels.h"
+#include "kvstore/kv_remote_ucx.h"
 #include "transport/zmq_util.h"
 
 static volatile sig_atomic_t g_stop;
@@ -81,8 +83,16 @@ static void usage(FILE *out, bool embedded)
     if (embedded) {
         fprintf(out,
                 "  --threads N             CPU compute threads (default: all)\n"
-                "  --backend cpu|cuda      compute backend (compiled in: %s)\n",
-                lkv_kern_backend_list());
+                "  --backend cpu|cuda      compute backend (compiled in: %s)\n"
+                "  --kvnode ENDPOINT       remote KV tier: a `layerkv kvnode` "
+                "control endpoint\n"
+                "                          (repeatable, up to %d; "
+                "docs/ucx.md)\n"
+                "  --lend-gib N --lend-listen EP   peer mode: lend N GiB of "
+                "host memory to\n"
+                "                          other instances (their --kvnode "
+                "EP)\n",
+                lkv_kern_backend_list(), LKV_KV_REMOTE_MAX_NODES);
     } else {
         fprintf(out,
                 "  --workers-listen EP     endpoint workers connect to "
@@ -146,6 +156,7 @@ enum {
     O_MODEL = 256, O_TOK, O_LISTEN, O_METRICS, O_POLICY, O_DEV, O_HOST,
     O_LINK, O_TTFT, O_TPOT, O_BLOCK, O_MBT, O_SEQS, O_CHUNK, O_DECODE,
     O_REJECT, O_RTO, O_THREADS, O_BACKEND, O_WLISTEN, O_NINST, O_WTO,
+    O_KVNODE, O_LEND_GIB, O_LEND_LISTEN,
 };
 
 int lkv_coord_main(int argc, char **argv, bool embedded)
@@ -173,6 +184,9 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
         {"workers-listen", required_argument, NULL, O_WLISTEN},
         {"n-instances", required_argument, NULL, O_NINST},
         {"worker-timeout-s", required_argument, NULL, O_WTO},
+        {"kvnode", required_argument, NULL, O_KVNODE},
+        {"lend-gib", required_argument, NULL, O_LEND_GIB},
+        {"lend-listen", required_argument, NULL, O_LEND_LISTEN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -184,6 +198,10 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
     long        v = 0;
     int         threads = 0, c;
     char        inproc[64];
+    const char *kvnodes[LKV_KV_REMOTE_MAX_NODES];
+    int         n_kvnodes = 0;
+    const char *lend_listen = NULL;
+    double      lend_gib    = 0;
 
     cc.sched.n_blocks[LKV_KV_TIER_DEVICE] = 1024;
     cc.sched.n_blocks[LKV_KV_TIER_HOST]   = 4096;
@@ -275,6 +293,24 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
             bad = parse_dbl("--worker-timeout-s", optarg, 0, 1e7,
                             &cc.worker_timeout_s);
             break;
+        case O_KVNODE:
+            if (!embedded) {
+                fprintf(stderr, "layerkv coordinator: --kvnode belongs to "
+                                "each `layerkv worker` (the worker owns the "
+                                "KV memory)\n");
+                bad = 1;
+            } else if (n_kvnodes >= LKV_KV_REMOTE_MAX_NODES) {
+                fprintf(stderr, "layerkv %s: at most %d --kvnode\n", name,
+                        LKV_KV_REMOTE_MAX_NODES);
+                bad = 1;
+            } else {
+                kvnodes[n_kvnodes++] = optarg;
+            }
+            break;
+        case O_LEND_GIB:
+            bad = parse_dbl("--lend-gib", optarg, 1e-6, 1 << 20, &lend_gib);
+            break;
+        case O_LEND_LISTEN: lend_listen = optarg; break;
         default:
             fprintf(stderr, "layerkv %s: unknown or incomplete option '%s' "
                             "(see layerkv %s --help)\n",
@@ -299,6 +335,14 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
     if (embedded && cc.n_instances != 1) {
         return 2;
     }
+    if ((lend_gib > 0) != (lend_listen != NULL) ||
+        (!embedded && lend_listen != NULL)) {
+        fprintf(stderr, "layerkv %s: %s\n", name,
+                embedded ? "--lend-gib and --lend-listen go together"
+                         : "--lend-gib/--lend-listen belong to each `layerkv "
+                           "worker` (the worker owns the memory)");
+        return 2;
+    }
     if (link_gbps > 0) {
         for (int t = 1; t < LKV_KV_TIER_COUNT; t++) {
             cc.sched.d2h_bytes_per_s[t] = link_gbps * 1e9;
@@ -315,6 +359,7 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
     lkv_frontend_t     *fe   = NULL;
     lkv_core_t         *core = NULL;
     lkv_metrics_http_t *http = NULL;
+    lkv_lend_t         *lend = NULL;
     pthread_t           wt;
     bool                wt_started = false;
     worker_thread_t     w;
@@ -366,6 +411,17 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
             goto out;
         }
     }
+    if (lend_listen != NULL) {
+        st = lkv_lend_start(lend_listen, lend_gib, &lend);
+        if (st != LKV_OK) {
+            fprintf(stderr, "layerkv %s: cannot lend %.3f GiB on %s: %s\n",
+                    name, lend_gib, lend_listen, lkv_status_str(st));
+            goto out;
+        }
+        fprintf(stderr, "layerkv %s: lending %.3f GiB of host memory as a "
+                        "kvnode on %s\n",
+                name, lend_gib, lkv_lend_endpoint(lend));
+    }
     if (embedded) {
         memset(&w, 0, sizeof(w));
         w.cfg.coordinator       = wlisten;
@@ -376,6 +432,8 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
         w.cfg.tokenizer_path    = cc.tokenizer_path;
         w.cfg.connect_timeout_s = 60;
         w.cfg.stop              = &g_stop;
+        w.cfg.kvnodes           = kvnodes;
+        w.cfg.n_kvnodes         = n_kvnodes;
         if (pthread_create(&wt, NULL, worker_main, &w) != 0) {
             fprintf(stderr, "layerkv %s: cannot start the worker thread\n",
                     name);
@@ -412,6 +470,7 @@ out:
         g_stop = 1;
         pthread_join(wt, NULL);
     }
+    lkv_lend_stop(&lend);
     lkv_metrics_http_stop(&http);
     lkv_core_destroy(&core);
     lkv_frontend_destroy(&fe);

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "format/model_file.h"
 #include "kernels/kernels.h"
+#include "kvstore/kv_remote_ucx.h"
 #include "transport/wire.h"
 #include "transport/zmq_util.h"
 #include "worker/model.h"
@@ -90,6 +91,59 @@ static lkv_status_t recv_msg(void *sock, lkv_wire_msg_t *msg, int timeout_ms,
     }
 }
 
+/* Start-up probe of the kvnodes: blocks of this size, before the model's
+ * block size is known (lkv_kv_remote_ucx_resize later). */
+#define PROBE_BLOCK_BYTES ((size_t)256 << 10)
+#define PROBE_BLOCKS      16
+
+/* Connect to the kvnodes and measure the link; fills the hello's remote
+ * fields. */
+static lkv_status_t remote_connect(const lkv_worker_loop_config_t *cfg,
+                                   lkv_kv_remote_ucx_t **r_p,
+                                   lkv_wire_hello_t *h)
+{
+    lkv_kv_remote_ucx_config_t rc;
+    double                     put_bps = 0, get_bps = 0;
+    lkv_status_t               st;
+
+    if (cfg->par != NULL && (cfg->par->tp > 1 || cfg->par->pp > 1)) {
+        LKV_LOG_ERROR("--kvnode with --tp/--pp is not supported yet: run "
+                      "the instance on one rank, or drop --kvnode");
+        return LKV_ERR_UNSUPPORTED;
+    }
+    memset(&rc, 0, sizeof(rc));
+    rc.endpoints      = cfg->kvnodes;
+    rc.n_endpoints    = cfg->n_kvnodes;
+    rc.block_bytes    = PROBE_BLOCK_BYTES;
+    rc.device_is_host = strcmp(cfg->backend, "cpu") == 0;
+    st                = lkv_kv_remote_ucx_create(&rc, r_p);
+    if (st != LKV_OK) {
+        LKV_LOG_ERROR("cannot use the kvnode(s) (%s): is `layerkv kvnode "
+                      "--listen` running at each --kvnode endpoint, with at "
+                      "least 256 KiB of capacity?",
+                      lkv_status_str(st));
+        return st;
+    }
+    st = lkv_kv_remote_ucx_probe(*r_p, PROBE_BLOCKS, &put_bps, &get_bps);
+    if (st != LKV_OK) {
+        LKV_LOG_ERROR("the link probe to kvnode %s failed: %s; check "
+                      "UCX_TLS / UCX_NET_DEVICES (docs/ucx.md)",
+                      cfg->kvnodes[0], lkv_status_str(st));
+        lkv_kv_remote_ucx_destroy(r_p);
+        return st;
+    }
+    h->remote_kv_nodes = (uint32_t)lkv_kv_remote_ucx_n_nodes(*r_p);
+    h->remote_kv_bytes = lkv_kv_remote_ucx_bytes(*r_p);
+    h->remote_put_gbps = put_bps * 1e-9;
+    h->remote_get_gbps = get_bps * 1e-9;
+    LKV_LOG_INFO("remote kv tier: %d kvnode(s), %llu bytes; link put %.2f "
+                 "GB/s, get %.2f GB/s (%d blocks of %zu bytes)",
+                 cfg->n_kvnodes, (unsigned long long)h->remote_kv_bytes,
+                 h->remote_put_gbps, h->remote_get_gbps, PROBE_BLOCKS,
+                 PROBE_BLOCK_BYTES);
+    return LKV_OK;
+}
+
 lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
 {
     void               *sock = NULL;
@@ -99,6 +153,8 @@ lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
     lkv_model_file_t   *mf   = NULL;
     lkv_model_t        *model = NULL;
     lkv_step_exec_t    *x    = NULL;
+    lkv_kv_remote_ucx_t *remote = NULL;
+    lkv_kv_remote_t     remote_h;
     lkv_status_t        st;
     lkv_zmq_opts_t      o = lkv_zmq_opts_default();
     uint64_t            n_steps = 0;
@@ -125,6 +181,12 @@ lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
     h.u.hello.backend    = cfg->backend;
     h.u.hello.link_gbps  = cfg->link_gbps;
     h.u.hello.version    = "layerkv 0.1.0";
+    if (cfg->n_kvnodes > 0) {
+        st = remote_connect(cfg, &remote, &h.u.hello);
+        if (st != LKV_OK) {
+            goto out;
+        }
+    }
     st                   = send_msg(sock, &h, &buf);
     if (st != LKV_OK) {
         goto out;
@@ -202,6 +264,26 @@ lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
                                               (int)wc->block_size + 1
                                     : 0;
     xc.kv_dtype = LKV_DTYPE_F32;
+    if (remote != NULL && wc->remote_kv_blocks > 0) {
+        size_t bb = lkv_model_block_bytes(model, xc.block_size, xc.kv_dtype);
+        LKV_CHECK_GOTO(lkv_kv_remote_ucx_resize(remote, bb), st,
+                       setup_failed);
+        if ((uint64_t)lkv_kv_remote_ucx_n_blocks(remote) <
+            wc->remote_kv_blocks) {
+            LKV_LOG_ERROR("the coordinator asks for %llu remote layer-blocks "
+                          "but the kvnodes hold %d of %zu bytes; restart "
+                          "the worker so it reports its kvnodes again",
+                          (unsigned long long)wc->remote_kv_blocks,
+                          lkv_kv_remote_ucx_n_blocks(remote), bb);
+            st = LKV_ERR_NOSPACE;
+            goto setup_failed;
+        }
+        lkv_kv_remote_ucx_handle(remote, &remote_h);
+        xc.remote = &remote_h;
+    } else if (remote != NULL) {
+        LKV_LOG_WARN("the coordinator grants no remote layer-blocks; the "
+                     "kvnode(s) stay unused");
+    }
     LKV_CHECK_GOTO(lkv_par_lead_exec(cfg->par, &xc), st, setup_failed);
     st          = lkv_step_exec_create(model, &xc, &x);
     if (st != LKV_OK) {
@@ -211,9 +293,11 @@ lkv_status_t lkv_worker_loop_run(const lkv_worker_loop_config_t *cfg)
                       lkv_status_str(st));
         goto setup_failed;
     }
-    LKV_LOG_INFO("instance %u ready: model %s, %d device + %d host "
-                 "layer-blocks of %zu bytes, %d seqs, %d tokens per step",
+    LKV_LOG_INFO("instance %u ready: model %s, %d device + %d host + %d "
+                 "remote layer-blocks of %zu bytes, %d seqs, %d tokens per "
+                 "step",
                  wc->instance, path, xc.n_device_blocks, xc.n_host_blocks,
+                 xc.remote != NULL ? (int)xc.remote->n_blocks : 0,
                  lkv_model_block_bytes(model, xc.block_size, xc.kv_dtype),
                  xc.max_seqs, xc.max_batch_tokens);
     lkv_wire_msg_release(&msg);
@@ -270,6 +354,7 @@ setup_failed:
 out:
     lkv_par_lead_done(cfg->par); /* stops TP/PP followers */
     lkv_step_exec_destroy(&x);
+    lkv_kv_remote_ucx_destroy(&remote); /* after the executor's copies */
     lkv_model_destroy(&model);
     lkv_model_file_close(&mf);
     lkv_kern_backend_close(&be);

@@ -7,6 +7,8 @@
  *
  * A setup failure (model, backend, pools) is reported to the coordinator as
  * a step_result with step_id 0 and the error status, then the loop returns.
+ * A kvnode that cannot be reached before hello ends the loop with its
+ * error (no hello is sent).
  *
  * Threading: runs on the calling thread; the ZeroMQ context may be shared
  * with other threads (inproc).
@@ -31,6 +33,13 @@ typedef struct {
     volatile sig_atomic_t *stop;   /* may be NULL */
     struct lkv_par *par; /* TP/PP peers of this instance leader
                             (worker/parallel.h), or NULL */
+    /* remote KV tier: `layerkv kvnode` control endpoints (borrowed), or
+     * n_kvnodes 0. The worker connects to them and measures put/get
+     * bandwidth before its hello (which reports capacity and bandwidth,
+     * docs/protocol.md §7.1), then offloads into the remote layer-blocks
+     * the coordinator's config grants it. */
+    const char *const *kvnodes;
+    int                n_kvnodes;
 } lkv_worker_loop_config_t;
 
 /* Returns LKV_OK after `shutdown` or *stop, or the setup/transport error

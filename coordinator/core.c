@@ -648,7 +648,7 @@ static void fill_layer_blocks(lkv_core_t *c)
     for (int i = 0; i < c->n_insts; i++) {
         const lkv_sched_t *s = lkv_inst_sched(c->insts[i]);
         for (int t = 0; t < LKV_KV_TIER_COUNT; t++) {
-            if (c->cfg.sched.n_blocks[t] == 0) {
+            if (lkv_inst_sched_config(c->insts[i])->n_blocks[t] == 0) {
                 continue;
             }
             for (int l = 0; l < nl; l++) {
@@ -1151,6 +1151,15 @@ void lkv_core_on_worker(lkv_core_t *c, const lkv_zmq_peer_t *peer,
         } else if (lkv_inst_attach(c->insts[ii], peer, &msg.u.hello,
                                    &c->out) == LKV_OK) {
             send_worker(c, ii, &c->out);
+        } else {
+            lkv_wire_msg_t m;
+            lkv_wire_msg_init(&m, LKV_WIRE_SHUTDOWN);
+            m.u.shutdown.reason = "the coordinator cannot take this worker "
+                                  "(see the coordinator's log)";
+            if (lkv_wire_encode(&m, &c->out) == LKV_OK) {
+                c->cfg.send(c->cfg.send_ctx, LKV_CORE_TO_WORKER, peer,
+                            c->out.data, c->out.len);
+            }
         }
     } else if (msg.type == LKV_WIRE_STEP_RESULT) {
         const lkv_step_result_t *res = &msg.u.step_result;

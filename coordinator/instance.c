@@ -11,7 +11,8 @@
 #include "common/log.h"
 
 struct lkv_inst {
-    lkv_inst_config_t cfg;
+    lkv_inst_config_t  cfg;
+    lkv_sched_config_t active; /* cfg.sched plus the worker's remote tier */
     char             *model_path;
     lkv_sched_t      *sched;
     bool              up;
@@ -41,6 +42,7 @@ lkv_status_t lkv_inst_create(const lkv_inst_config_t *cfg, lkv_inst_t **i_p)
         return LKV_ERR_NOMEM;
     }
     in->cfg.model_path = in->model_path;
+    in->active         = in->cfg.sched;
     st                 = lkv_sched_create(&in->cfg.sched, &in->sched);
     if (st != LKV_OK) {
         free(in->model_path);
@@ -79,7 +81,34 @@ lkv_sched_t *lkv_inst_sched(lkv_inst_t *in)
 
 const lkv_sched_config_t *lkv_inst_sched_config(const lkv_inst_t *in)
 {
-    return &in->cfg.sched;
+    return &in->active;
+}
+
+/* The scheduler config for a worker that reports kvnodes: its REMOTE tier
+ * is what the nodes hold in this model's layer-blocks (a lower bound when
+ * there are several: each node rounds down on its own), at the measured
+ * bandwidths. */
+static lkv_sched_config_t with_remote(const lkv_sched_config_t *base,
+                                      const lkv_wire_hello_t *hello)
+{
+    lkv_sched_config_t c = *base;
+    uint64_t           bb = (uint64_t)base->block_bytes;
+
+    if (hello->remote_kv_nodes == 0 || bb == 0) {
+        return c;
+    }
+    uint64_t n = hello->remote_kv_bytes / bb;
+    n          = n > hello->remote_kv_nodes - 1
+                     ? n - (hello->remote_kv_nodes - 1)
+                     : 0;
+    c.n_blocks[LKV_KV_TIER_REMOTE] = n > INT32_MAX ? INT32_MAX : (int32_t)n;
+    if (hello->remote_put_gbps > 0) {
+        c.d2h_bytes_per_s[LKV_KV_TIER_REMOTE] = hello->remote_put_gbps * 1e9;
+    }
+    if (hello->remote_get_gbps > 0) {
+        c.h2d_bytes_per_s[LKV_KV_TIER_REMOTE] = hello->remote_get_gbps * 1e9;
+    }
+    return c;
 }
 
 bool lkv_inst_is_worker(const lkv_inst_t *in, const lkv_zmq_peer_t *peer)
@@ -103,6 +132,29 @@ lkv_status_t lkv_inst_attach(lkv_inst_t *in, const lkv_zmq_peer_t *peer,
     if (in->up) {
         return LKV_ERR_BUSY;
     }
+    /* the instance is DOWN, so its scheduler is empty: recreate it with
+     * this worker's remote tier */
+    lkv_sched_config_t act = with_remote(&in->cfg.sched, hello);
+    if (act.n_blocks[LKV_KV_TIER_REMOTE] !=
+            in->active.n_blocks[LKV_KV_TIER_REMOTE] ||
+        act.d2h_bytes_per_s[LKV_KV_TIER_REMOTE] !=
+            in->active.d2h_bytes_per_s[LKV_KV_TIER_REMOTE] ||
+        act.h2d_bytes_per_s[LKV_KV_TIER_REMOTE] !=
+            in->active.h2d_bytes_per_s[LKV_KV_TIER_REMOTE]) {
+        lkv_sched_t *ns = NULL;
+        lkv_status_t st = lkv_sched_create(&act, &ns);
+        if (st != LKV_OK) {
+            LKV_LOG_ERROR("instance %d: cannot size the scheduler for the "
+                          "worker's remote tier: %s (%s)",
+                          in->cfg.index, lkv_status_str(st),
+                          lkv_sched_last_error(ns));
+            return st;
+        }
+        lkv_sched_destroy(&in->sched);
+        in->sched  = ns;
+        in->active = act;
+    }
+    sc = &in->active;
     lkv_wire_msg_init(&msg, LKV_WIRE_CONFIG);
     msg.u.config.model            = in->model_path;
     msg.u.config.instance         = (uint32_t)in->cfg.index;
@@ -113,18 +165,22 @@ lkv_status_t lkv_inst_attach(lkv_inst_t *in, const lkv_zmq_peer_t *peer,
     msg.u.config.host_kv_blocks   = (uint64_t)sc->n_blocks[LKV_KV_TIER_HOST];
     msg.u.config.max_seqs         = (uint32_t)sc->max_seqs;
     msg.u.config.max_batch_tokens = in->cfg.worker_max_batch_tokens;
+    msg.u.config.remote_kv_blocks = (uint64_t)sc->n_blocks[LKV_KV_TIER_REMOTE];
     LKV_CHECK(lkv_wire_encode(&msg, out));
     in->worker      = *peer;
     in->up          = true;
     in->outstanding = false;
     LKV_LOG_INFO("instance %d: worker attached (rank %u pid %u backend %s, "
                  "kv block %llu bytes, link %.2f GB/s); %d device + %d host "
-                 "layer-blocks",
+                 "+ %d remote layer-blocks (%u kvnode(s), put %.2f GB/s, "
+                 "get %.2f GB/s)",
                  in->cfg.index, hello->rank, hello->pid,
                  hello->backend ? hello->backend : "?",
                  (unsigned long long)hello->kv_block_bytes, hello->link_gbps,
                  sc->n_blocks[LKV_KV_TIER_DEVICE],
-                 sc->n_blocks[LKV_KV_TIER_HOST]);
+                 sc->n_blocks[LKV_KV_TIER_HOST],
+                 sc->n_blocks[LKV_KV_TIER_REMOTE], hello->remote_kv_nodes,
+                 hello->remote_put_gbps, hello->remote_get_gbps);
     return LKV_OK;
 }
 
@@ -135,6 +191,7 @@ lkv_status_t lkv_inst_reset(lkv_inst_t *in)
     LKV_CHECK(lkv_sched_create(&in->cfg.sched, &s));
     lkv_sched_destroy(&in->sched);
     in->sched         = s;
+    in->active        = in->cfg.sched;
     in->up            = false;
     in->outstanding   = false;
     in->queued_tokens = 0;

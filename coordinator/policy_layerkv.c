@@ -1,14 +1,20 @@
 /* policy_layerkv.c - the LayerKV policy (docs/scheduling.md):
- *  - Eq. 1-2: T_allow = min over running requests (decoding or waiting for
- *    their layers to come back) of D_r = S*(g+m) - tau - m*t_d;
+ *  - Eq. 1-2: T_allow = min over the requests a prefill step stalls
+ *    (decoding, reloading or streaming; not those parked off the device
+ *    waiting for room, which the parked-KV cap covers) of
+ *    D_r = S*(g+m) - tau - m*t_d;
  *  - Eq. 3: the step's predicted prefill time alpha*f(x) must fit T_allow
  *    (FCFS, stop at the first request that does not fit), unless the
- *    request is about to miss its TTFT deadline (anti-starvation);
- *  - memory: every layer of the first chunk transiently (the worker computes
- *    on the device, then offloads) plus the watermark;
+ *    request is about to miss its TTFT deadline (anti-starvation, one step
+ *    ahead) or has missed it (then admitted as the baseline would);
+ *  - memory: every layer of the first chunk transiently (W = 0), or the
+ *    retained layers plus the staging ring (W > 0), plus the watermark;
  *  - Eq. 4: at most floor(T_pf * BW / S_blk) blocks offloaded per step;
  *    rule NEEDED offloads what keeps room for the next queued prefill, MAX
- *    as many as allowed; offloaded layers are spread evenly;
+ *    as many as allowed; offloaded layers are spread evenly; nothing is
+ *    offloaded while the parked-KV cap is exceeded, nor for a request
+ *    whose TTFT is lost and that either passes T_allow only by the guard or
+ *    is followed by another lost one (no TTFT left to save);
  *  - partially resident requests: reload when the device has room, else
  *    stream when the link time fits the TPOT budget, else wait.
  * Threading: one owner thread.
@@ -34,10 +40,15 @@ static void layerkv_begin(lkv_sched_t *s, sched_step_t *st)
         }
     }
     t_d       = lkv_slo_decode_ns(s->slo, n, ctx);
-    /* KV parked off the device by requests waiting to decode */
+    st->t_d_ns = t_d;
+    /* Eq. 1-2 over the requests a prefill in this step stalls; KV parked
+     * off the device by requests waiting for room to decode is counted
+     * for the parked-KV cap instead */
     st->parked = 0;
     for (int i = 0; i < s->running.n; i++) {
         const sched_req_t *r = s->running.v[i];
+        int64_t            parked = 0;
+        double             d, m, g, tau;
 
         if (!has_first_token(r) || r->seq_id == 0) {
             continue;
@@ -46,21 +57,12 @@ static void layerkv_begin(lkv_sched_t *s, sched_step_t *st)
             lkv_kv_res_t res = lkv_kv_layer_residency(s->kv, r->seq_id, l);
 
             if (res == LKV_KV_RES_HOST || res == LKV_KV_RES_REMOTE) {
-                st->parked += sched_blocks_for(
+                parked += sched_blocks_for(
                     s, lkv_kv_layer_tokens(s->kv, r->seq_id, l));
             }
         }
-    }
-    st->over_parked = (double)st->parked >
-                      (double)s->cfg.max_parked *
-                          (double)s->cfg.n_blocks[LKV_KV_TIER_DEVICE];
-    s->st.parked_blocks = st->parked;
-    st->t_d_ns = t_d;
-    for (int i = 0; i < s->running.n; i++) {
-        const sched_req_t *r = s->running.v[i];
-        double             d, m, g, tau;
-
-        if (!has_first_token(r) || r->tpot_slo_ns <= 0) {
+        st->parked += parked;
+        if (r->tpot_slo_ns <= 0 || (parked > 0 && r->path != PATH_STREAM)) {
             continue;
         }
         m   = sched_pred_remaining(s, r);
@@ -71,22 +73,53 @@ static void layerkv_begin(lkv_sched_t *s, sched_step_t *st)
             t_allow = d;
         }
     }
+    st->over_parked = (double)st->parked >
+                      (double)s->cfg.max_parked *
+                          (double)s->cfg.n_blocks[LKV_KV_TIER_DEVICE];
+    s->st.parked_blocks = st->parked;
     st->t_allow_ns = t_allow;
 }
 
-/* Remaining TTFT budget is short compared with the prefill itself. */
+/* Time the step that admits q takes to give q its first token: its prefill
+ * plus the decodes that ride along. */
+static double first_token_ns(const lkv_sched_t *s, const sched_step_t *st,
+                             const sched_req_t *q)
+{
+    return lkv_slo_prefill_ns(s->slo, q->n_total,
+                              (double)q->n_total * q->n_total) +
+           st->t_d_ns;
+}
+
+/* q can no longer get its first token within its TTFT SLO although it
+ * could have without queueing (an SLO below q's own first-token time says
+ * nothing about the schedule and is left to the other rules). */
+static bool ttft_missed(const lkv_sched_t *s, const sched_step_t *st,
+                        const sched_req_t *q)
+{
+    double need = first_token_ns(s, st, q);
+
+    return q->ttft_slo_ns > 0 && (double)q->ttft_slo_ns >= need &&
+           (double)(q->t.arrival_ns + q->ttft_slo_ns - st->now_ns) < need;
+}
+
+/* Anti-starvation: q's remaining TTFT budget is short compared with the
+ * step that would give it its first token, counting the step being planned
+ * (q's next chance is at the end of it: its decodes and the prefills
+ * already in it). Also true once q's TTFT is lost: it is then admitted as
+ * the baseline would (layerkv_admit offloads nothing for it), so the
+ * policy never serves less than the baseline under overload. */
 static bool about_to_starve(const lkv_sched_t *s, const sched_step_t *st,
                             const sched_req_t *q)
 {
-    double left, t_alone;
+    double left, need, step;
 
     if (q->ttft_slo_ns <= 0 || !(s->cfg.ttft_guard > 0.0f)) {
         return false;
     }
-    left    = (double)(q->t.arrival_ns + q->ttft_slo_ns - st->now_ns);
-    t_alone = lkv_slo_prefill_ns(s->slo, q->n_total,
-                                 (double)q->n_total * q->n_total);
-    return left < (double)s->cfg.ttft_guard * t_alone;
+    left = (double)(q->t.arrival_ns + q->ttft_slo_ns - st->now_ns);
+    need = first_token_ns(s, st, q);
+    step = lkv_slo_prefill_ns(s->slo, st->pf_x1, st->pf_x2) + st->t_d_ns;
+    return left < (double)s->cfg.ttft_guard * need + step;
 }
 
 static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
@@ -101,6 +134,7 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
     int64_t   k_max, k, wm;
     int       w    = sched_staging_window(s);
     bool      anti = false;
+    bool      no_off;
 
     *n_off_p = 0;
     *anti_p  = false;
@@ -111,6 +145,14 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
         }
         anti = true;
     }
+    /* offloading serves TTFT: none while enough KV waits off the device
+     * already, nor for a request whose TTFT is lost when it is admitted
+     * past T_allow (the baseline's treatment: it waits for room) or when
+     * the next request's TTFT is lost too (no room to make for it) */
+    no_off = st->over_parked ||
+             (ttft_missed(s, st, q) &&
+              (anti || s->waiting.n < 2 ||
+               ttft_missed(s, st, s->waiting.v[1])));
     /* transient device need: every layer of the chunk (W = 0); with a
      * staging window only the retained layers + the ring (checked below,
      * once k is known) */
@@ -144,9 +186,10 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
             k_max = 0;
         }
     }
-    if (st->over_parked) {
-        k = 0; /* enough KV waits off the device already: admit only what
-                  fits, reloads go first */
+    if (no_off) {
+        k = 0; /* enough KV waits off the device already, or offloading
+                  cannot save q's TTFT: admit only what fits, reloads go
+                  first */
     } else if (s->cfg.offload_rule == LKV_SCHED_OFFLOAD_MAX) {
         k = k_max;
     } else {
@@ -179,7 +222,7 @@ static lkv_status_t layerkv_admit(lkv_sched_t *s, sched_step_t *st,
          * more (up to k_max) when that is what makes it fit */
         int64_t fit = free_dev - wm;
 
-        while (!st->over_parked && k < k_max &&
+        while (!no_off && k < k_max &&
                ((int64_t)L - k + (k < w ? k : w)) * n_full > fit) {
             k++;
         }

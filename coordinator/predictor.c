@@ -1,7 +1,6 @@
 /* predictor.c - quantile output-length predictor; see predictor.h. */
 #include "coordinator/predictor.h"
 
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,10 +9,9 @@
 
 typedef struct {
     int32_t *ring;   /* (window) output lengths, oldest overwritten */
-    int32_t *sorted; /* (window) ring sorted ascending, valid if !dirty */
+    int32_t *sorted; /* (window) the n valid ring entries, ascending */
     int      n;      /* valid entries */
     int      next;   /* next slot to write */
-    bool     dirty;
 } bucket_t;
 
 struct lkv_pred {
@@ -23,7 +21,6 @@ struct lkv_pred {
     int32_t          *sorted;  /* (window * buckets) per-bucket sorted */
     int32_t          *merged;  /* (window * buckets) all buckets, sorted */
     int               n_merged;
-    bool              merged_dirty;
 };
 
 lkv_pred_config_t lkv_pred_config_default(void)
@@ -90,6 +87,43 @@ static int bucket_of(int32_t n_prompt)
     return b;
 }
 
+/* First index of a value >= x in sorted v[0..n). */
+static int lower(const int32_t *v, int n, int32_t x)
+{
+    int lo = 0, hi = n;
+
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+
+        if (v[mid] >= x) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return lo;
+}
+
+/* Remove one occurrence of x (present) from sorted v[0..n). */
+static void sorted_remove(int32_t *v, int n, int32_t x)
+{
+    int i = lower(v, n, x);
+
+    memmove(v + i, v + i + 1, (size_t)(n - i - 1) * sizeof(*v));
+}
+
+/* Insert x into sorted v[0..n) (room for n + 1). */
+static void sorted_insert(int32_t *v, int n, int32_t x)
+{
+    int i = lower(v, n, x);
+
+    memmove(v + i + 1, v + i, (size_t)(n - i) * sizeof(*v));
+    v[i] = x;
+}
+
+/* The bucket's and the merged sorted windows are kept in step with the ring
+ * (the overwritten sample out, the new one in: O(window) memmove), so a
+ * prediction is a binary search and never sorts. */
 void lkv_pred_observe(lkv_pred_t *p, int32_t n_prompt, int32_t n_output)
 {
     bucket_t *b;
@@ -97,48 +131,21 @@ void lkv_pred_observe(lkv_pred_t *p, int32_t n_prompt, int32_t n_output)
     if (p == NULL || n_prompt < 1 || n_output < 1) {
         return;
     }
-    b                = &p->b[bucket_of(n_prompt)];
+    b = &p->b[bucket_of(n_prompt)];
+    if (b->n == p->cfg.window) {
+        int32_t old = b->ring[b->next];
+
+        sorted_remove(b->sorted, b->n, old);
+        sorted_remove(p->merged, p->n_merged, old);
+        b->n--;
+        p->n_merged--;
+    }
+    sorted_insert(b->sorted, b->n, n_output);
+    sorted_insert(p->merged, p->n_merged, n_output);
+    b->n++;
+    p->n_merged++;
     b->ring[b->next] = n_output;
     b->next          = (b->next + 1) % p->cfg.window;
-    if (b->n < p->cfg.window) {
-        b->n++;
-    }
-    b->dirty        = true;
-    p->merged_dirty = true;
-}
-
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-
-    return (x > y) - (x < y);
-}
-
-/* Sorted samples of bucket b (b < 0: all buckets); sorted lazily once per
- * change, so a prediction is a binary search. */
-static const int32_t *sorted_of(lkv_pred_t *p, int b, int *n_p)
-{
-    if (b < 0) {
-        if (p->merged_dirty) {
-            p->n_merged = 0;
-            for (int i = 0; i < LKV_PRED_BUCKETS; i++) {
-                memcpy(p->merged + p->n_merged, p->b[i].ring,
-                       (size_t)p->b[i].n * sizeof(int32_t));
-                p->n_merged += p->b[i].n;
-            }
-            qsort(p->merged, (size_t)p->n_merged, sizeof(int32_t), cmp_i32);
-            p->merged_dirty = false;
-        }
-        *n_p = p->n_merged;
-        return p->merged;
-    }
-    if (p->b[b].dirty) {
-        memcpy(p->b[b].sorted, p->b[b].ring, (size_t)p->b[b].n * sizeof(int32_t));
-        qsort(p->b[b].sorted, (size_t)p->b[b].n, sizeof(int32_t), cmp_i32);
-        p->b[b].dirty = false;
-    }
-    *n_p = p->b[b].n;
-    return p->b[b].sorted;
 }
 
 /* First index of a value > floor_ in sorted v[0..n). */
@@ -158,7 +165,7 @@ static int upper(const int32_t *v, int n, int32_t floor_)
     return lo;
 }
 
-int32_t lkv_pred_remaining(lkv_pred_t *p, int32_t n_prompt,
+int32_t lkv_pred_remaining(const lkv_pred_t *p, int32_t n_prompt,
                            int32_t n_generated, int32_t max_remaining)
 {
     const int32_t *v;
@@ -180,11 +187,13 @@ int32_t lkv_pred_remaining(lkv_pred_t *p, int32_t n_prompt,
     n   = 0;
     lo  = 0;
     if (p->b[b].n >= p->cfg.min_samples && p->b[b].n > 0) {
-        v  = sorted_of(p, b, &n);
+        v  = p->b[b].sorted;
+        n  = p->b[b].n;
         lo = upper(v, n, n_generated);
     }
     if (n - lo <= 0) {
-        v  = sorted_of(p, -1, &n);
+        v  = p->merged;
+        n  = p->n_merged;
         lo = upper(v, n, n_generated);
     }
     if (n - lo > 0) {

@@ -3,6 +3,10 @@
  * requests, per prompt-length bucket (powers of two), conditioned on the
  * tokens a request has already produced, clipped by what it may still emit.
  *
+ * Each bucket's window (and the union of all windows) is kept sorted as
+ * samples arrive, so observe is O(window) and a prediction is a binary
+ * search: cheap enough to query per request per step.
+ *
  * Threading: not thread-safe; owned by one scheduler. No allocation after
  * create.
  */
@@ -42,8 +46,8 @@ void lkv_pred_observe(lkv_pred_t *p, int32_t n_prompt, int32_t n_output);
  * that has produced n_generated tokens and may produce at most max_remaining
  * more: the quantile of remembered outputs longer than n_generated, minus
  * n_generated; the prior when none; always in [min(1, max_remaining),
- * max_remaining]. Sorts a bucket lazily after it changed (not const). */
-int32_t lkv_pred_remaining(lkv_pred_t *p, int32_t n_prompt,
+ * max_remaining]. O(log window); does not modify p. */
+int32_t lkv_pred_remaining(const lkv_pred_t *p, int32_t n_prompt,
                            int32_t n_generated, int32_t max_remaining);
 
 /* Samples remembered in total (tests, metrics). */

@@ -722,6 +722,126 @@ static bool is_stop(const lkv_sched_t *s, const sched_req_t *r, int32_t tok)
     return false;
 }
 
+/* ---- remote tier failure ------------------------------------------------ */
+
+static bool result_failed(const lkv_step_result_t *res, uint64_t move_id)
+{
+    for (int i = 0; i < res->n_moves_failed; i++) {
+        if (res->moves_failed[i] == move_id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Destination tier of a move of the outstanding plan (-1: not in it).
+ * Offloads are reported in the step that carries them. */
+static int plan_move_dst(const lkv_sched_t *s, uint64_t move_id)
+{
+    for (int i = 0; i < s->p_moves.n; i++) {
+        if (s->p_moves.v[i].move_id == move_id) {
+            return s->p_moves.v[i].dst_tier;
+        }
+    }
+    return -1;
+}
+
+/* A copy to or from the REMOTE tier failed: its kvnode died or is
+ * unreachable, so KV that lives there is lost (a transient failure is
+ * treated the same: recompute is always correct). Use the tier no more
+ * (new placements need d2h_bytes_per_s > 0: sched_plan.c offload_tier, the
+ * policies' Eq. 4), or swap preemption would retry failing offloads
+ * forever; requests with layers there recompute (recompute_lost). */
+static void remote_mark_down(lkv_sched_t *s, uint64_t move_id)
+{
+    if (s->remote_down) {
+        return;
+    }
+    s->remote_down                             = true;
+    s->cfg.d2h_bytes_per_s[LKV_KV_TIER_REMOTE] = 0.0;
+    LKV_LOG_ERROR("remote kv tier marked down (move %llu failed): "
+                  "no more layers go there; requests whose kv lived there "
+                  "recompute it. Restart the worker once its kvnodes are "
+                  "back to use them again",
+                  (unsigned long long)move_id);
+}
+
+/* r lives partly in a remote tier that is down. */
+static bool lost_remote(const lkv_sched_t *s, const sched_req_t *r)
+{
+    return s->remote_down && r->seq_id != 0 &&
+           sched_layers_in(s, r, LKV_KV_RES_REMOTE) > 0;
+}
+
+/* Queue r again with its prompt and the tokens generated so far (recompute,
+ * like preemption: the caller sees the stream continue). r has no copy in
+ * flight and is not in a plan; its old sequence becomes a zombie that the
+ * next plan frees and lists as finished for the worker. Errors:
+ * LKV_ERR_NOMEM (r untouched). */
+static lkv_status_t requeue_recompute(lkv_sched_t *s, sched_req_t *r)
+{
+    sched_req_t *n    = malloc(sizeof(*n));
+    int32_t     *toks = malloc((size_t)r->cap * sizeof(*toks));
+    int          i    = vec_find(&s->running, r);
+
+    if (n == NULL || toks == NULL || i < 0 ||
+        SCHED_VEC_RESERVE(s->zombies, s->zombies.n + 1) != LKV_OK) {
+        free(n);
+        free(toks);
+        return i < 0 ? LKV_ERR_INTERNAL : LKV_ERR_NOMEM;
+    }
+    *n = *r;
+    memcpy(toks, r->toks, (size_t)r->n_total * sizeof(*toks));
+    n->toks       = toks;
+    n->seq_id     = 0;
+    n->state      = RQ_WAITING;
+    n->n_cached   = 0;
+    n->n_moves    = 0;
+    n->n_off      = 0;
+    n->path       = PATH_NONE;
+    n->in_plan    = false;
+    n->prefilling = false;
+    n->t.n_preemptions++;
+    s->st.preemptions++;
+    LKV_LOG_WARN("request %llu lost kv in the remote tier; recomputing its "
+                 "%d tokens",
+                 (unsigned long long)r->id, r->n_total);
+
+    vec_remove_at(&s->running, i);
+    r->state                     = RQ_ZOMBIE;
+    s->zombies.v[s->zombies.n++] = r;
+    /* capacity was reserved at submit (waiting.cap >= live requests) */
+    memmove(&s->waiting.v[1], &s->waiting.v[0],
+            (size_t)s->waiting.n * sizeof(*s->waiting.v));
+    s->waiting.v[0] = n;
+    s->waiting.n++;
+    return LKV_OK;
+}
+
+/* After a result: requeue every request that lost kv in a dead remote tier
+ * once nothing of it is in flight (its other moves fail or finish within the
+ * worker's transfer timeout). Oldest ends first in the queue. */
+static void recompute_lost(lkv_sched_t *s, int64_t now_ns)
+{
+    if (!s->remote_down) {
+        return;
+    }
+    for (int i = s->running.n - 1; i >= 0; i--) {
+        sched_req_t *r = s->running.v[i];
+
+        if (r->in_plan || r->n_moves > 0 || !lost_remote(s, r)) {
+            continue;
+        }
+        if (requeue_recompute(s, r) != LKV_OK) {
+            LKV_LOG_ERROR("request %llu lost kv in the remote tier and "
+                          "cannot be queued again (out of memory); it fails",
+                          (unsigned long long)r->id);
+            sched_finish(s, r, LKV_SCHED_FINISH_ERROR, LKV_ERR_PEER_LOST,
+                         now_ns);
+        }
+    }
+}
+
 /* One sequence's outcome. */
 static void seq_result(lkv_sched_t *s, sched_req_t *r, const lkv_plan_seq_t *ps,
                        const lkv_result_seq_t *rs, int64_t now_ns)
@@ -731,6 +851,9 @@ static void seq_result(lkv_sched_t *s, sched_req_t *r, const lkv_plan_seq_t *ps,
     r->in_plan = false;
     if (r->state != RQ_RUNNING) {
         return; /* cancelled while the step ran: drop its token */
+    }
+    if (rs != NULL && rs->status < 0 && lost_remote(s, r)) {
+        return; /* a stage out of the dead remote tier: recompute_lost */
     }
     if (rs == NULL || rs->status < 0) {
         lkv_status_t err = rs == NULL ? LKV_ERR_PROTOCOL
@@ -824,11 +947,21 @@ lkv_status_t lkv_sched_on_result(lkv_sched_t *s, const lkv_step_result_t *res,
     for (int i = 0; i < res->n_moves_failed; i++) {
         int k = find_move(s, res->moves_failed[i]);
         if (k >= 0) {
+            const sched_move_t *m = &s->moves.v[k];
+            lkv_kv_tier_t       src;
+            const lkv_kv_block_t *b;
+            int                 nb;
+
             LKV_LOG_WARN("move %llu (seq %llu layer %d) failed; kv stays in "
                          "its source tier",
-                         (unsigned long long)s->moves.v[k].move_id,
-                         (unsigned long long)s->moves.v[k].seq_id,
-                         s->moves.v[k].layer);
+                         (unsigned long long)m->move_id,
+                         (unsigned long long)m->seq_id, m->layer);
+            if ((lkv_kv_layer_blocks(s->kv, m->seq_id, m->layer, &src, &b,
+                                     &nb) == LKV_OK &&
+                 src == LKV_KV_TIER_REMOTE) ||
+                plan_move_dst(s, m->move_id) == LKV_KV_TIER_REMOTE) {
+                remote_mark_down(s, m->move_id);
+            }
             end_move(s, k, false);
         }
     }
@@ -851,6 +984,11 @@ lkv_status_t lkv_sched_on_result(lkv_sched_t *s, const lkv_step_result_t *res,
         }
         if (res->status >= 0) {
             s->st.staged_bytes += m->bytes;
+        }
+        if (result_failed(res, m->move_id) &&
+            lkv_kv_layer_residency(s->kv, m->seq_id, m->layer) ==
+                LKV_KV_RES_REMOTE) {
+            remote_mark_down(s, m->move_id);
         }
     }
     s->p_stages.n = 0;
@@ -891,6 +1029,7 @@ lkv_status_t lkv_sched_on_result(lkv_sched_t *s, const lkv_step_result_t *res,
         }
         seq_result(s, r, ps, rs, now_ns);
     }
+    recompute_lost(s, now_ns);
     if (res->status < 0) {
         LKV_LOG_WARN("step %llu failed (%s); its %d requests finish with an "
                      "error",

@@ -131,6 +131,8 @@ struct lkv_sched {
     bool     plan_outstanding;
     bool     admit_hold; /* after a deadlock break: admit nothing until a
                             running request makes progress */
+    bool     remote_down; /* a move to or from REMOTE failed: the tier is no
+                             longer used (sched.c) */
 
     SCHED_VEC(sched_move_t) moves; /* OFFLOAD/RELOAD in flight */
 

@@ -380,10 +380,63 @@ static lkv_status_t grow_all_layers_w(lkv_sched_t *s, sched_req_t *r, int n,
     return LKV_OK;
 }
 
+/* The decode token of a request whose layers all live on the device: one
+ * bulk append (the same blocks and plan appends as per-layer do_append
+ * calls) instead of per-layer queries and appends. LKV_ERR_INVALID when some
+ * layer lives off the device (the caller takes the general path); BUSY and
+ * NOSPACE as that path would answer. */
+static lkv_status_t grow_device_decode(lkv_sched_t *s, sched_req_t *r)
+{
+    const int L = s->cfg.n_layers;
+    int32_t  *per_layer, off;
+    int       n_new = 0, j;
+
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_appends, s->p_appends.n + L));
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_append_off, s->p_append_off.n + L));
+    LKV_CHECK(SCHED_VEC_RESERVE(s->p_blocks, s->p_blocks.n + L));
+    /* the per-layer counts land in p_append_off's spare room; the loop below
+     * turns them into offsets in place (it writes entry j <= l after reading
+     * entry l) */
+    per_layer = s->p_append_off.v + s->p_append_off.n;
+    off       = s->p_blocks.n;
+    LKV_CHECK(lkv_kv_append_all(s->kv, r->seq_id, 1, LKV_KV_TIER_DEVICE,
+                                s->p_blocks.v + off, L, per_layer, &n_new));
+    s->p_blocks.n += n_new;
+    j = 0;
+    for (int l = 0; l < L; l++) {
+        int32_t            nb = per_layer[l];
+        lkv_plan_append_t *a;
+
+        if (nb == 0) {
+            continue;
+        }
+        a           = &s->p_appends.v[s->p_appends.n++];
+        a->seq_id   = r->seq_id;
+        a->layer    = l;
+        a->tier     = LKV_KV_TIER_DEVICE;
+        a->n_blocks = nb;
+        a->blocks   = NULL; /* fixed up in finalize */
+        per_layer[j++] = off;
+        off += nb;
+    }
+    s->p_append_off.n += j;
+    return LKV_OK;
+}
+
 lkv_status_t sched_place_decode(lkv_sched_t *s, sched_req_t *r, bool stream)
 {
-    int32_t need[LKV_KV_TIER_COUNT];
+    int32_t      need[LKV_KV_TIER_COUNT];
+    lkv_status_t st = grow_device_decode(s, r);
 
+    if (st == LKV_OK) {
+        LKV_CHECK(push_seq(s, r, 1, true));
+        s->step.n_decode++;
+        s->step.dc_ctx += r->n_cached;
+        return LKV_OK;
+    }
+    if (st != LKV_ERR_INVALID) {
+        return st;
+    }
     if (!chunk_needs(s, r, 1, need)) {
         return LKV_ERR_BUSY;
     }

@@ -1,21 +1,24 @@
 /* kv_alloc.c - the layer-wise KV metadata allocator (see kv_alloc.h).
  *
  * Layout: per tier a free stack of block indices; per sequence a slot with
- * one record per layer (token count, tier, table, state and an auxiliary
- * table holding the destination blocks of a move or the device staging
- * blocks of a stage). Tables have a fixed capacity (max_blocks_per_layer)
- * and are allocated lazily the first time a slot's layer needs them, then
- * kept for reuse, so pointers handed out in lkv_kv_copy_t stay valid until
- * the copy ends and the steady state allocates nothing.
+ * two records per layer: its counts and states (token count, block count,
+ * tier, state: what the per-token path reads, 12 bytes) and its tables (the
+ * block table and an auxiliary table holding the destination blocks of a
+ * move or the device staging blocks of a stage). Tables have a fixed
+ * capacity (max_blocks_per_layer) and are allocated lazily the first time a
+ * slot's layer needs them, then kept for reuse, so pointers handed out in
+ * lkv_kv_copy_t stay valid until the copy ends and the steady state
+ * allocates nothing.
  *
  * Sequence ids map to slots through an open-addressing hash (linear probing,
- * backward-shift deletion). A sequence freed while some of its layers are
- * MOVING or STAGED becomes a "zombie": its id leaves the hash at once (it can
- * be re-added), the pinned blocks stay owned by the zombie slot, and the slot
- * is released by the last move_end/move_abort/stage_end. Those calls resolve
- * (seq_id, layer) to the OLDEST pending copy of that kind: zombies first (in
- * the order they were freed), then the live sequence. There are 2*max_seqs
- * slots, so up to max_seqs zombies can wait while max_seqs sequences live.
+ * backward-shift deletion) behind a one-entry memo of the last lookup. A
+ * sequence freed while some of its layers are MOVING or STAGED becomes a
+ * "zombie": its id leaves the hash at once (it can be re-added), the pinned
+ * blocks stay owned by the zombie slot, and the slot is released by the last
+ * move_end/move_abort/stage_end. Those calls resolve (seq_id, layer) to the
+ * OLDEST pending copy of that kind: zombies first (in the order they were
+ * freed), then the live sequence. There are 2*max_seqs slots, so up to
+ * max_seqs zombies can wait while max_seqs sequences live.
  *
  * Threading: none (one owner thread).
  */
@@ -33,18 +36,25 @@ typedef enum {
     LAYER_STAGED = 2,
 } layer_state_t;
 
+/* A (sequence, layer) is split in two records: the counts and states that
+ * every per-layer query and append reads (12 bytes, so a sequence's layers
+ * share a few cache lines), and its block tables, read only when blocks
+ * come or go. */
 typedef struct {
-    int32_t         n_tokens;
-    int32_t         n_blocks;
-    uint8_t         tier;     /* tier of blocks (valid when n_blocks > 0) */
-    uint8_t         state;    /* layer_state_t */
-    uint8_t         aux_tier; /* MOVING: destination tier; STAGED: DEVICE */
-    lkv_kv_block_t *blocks;   /* (max_blocks_per_layer) or NULL */
-    lkv_kv_block_t *aux;      /* (max_blocks_per_layer) or NULL */
-    int32_t         ring1;    /* STAGED on staging ring ring1-1 (its first
-                                 n_blocks blocks, mirrored in aux); 0 = own
-                                 staging blocks */
+    int32_t n_tokens;
+    int32_t n_blocks;
+    uint8_t tier;     /* tier of blocks (valid when n_blocks > 0) */
+    uint8_t state;    /* layer_state_t */
+    uint8_t aux_tier; /* MOVING: destination tier; STAGED: DEVICE */
 } layer_t;
+
+typedef struct {
+    lkv_kv_block_t *blocks; /* (max_blocks_per_layer) or NULL */
+    lkv_kv_block_t *aux;    /* (max_blocks_per_layer) or NULL */
+    int32_t         ring1;  /* STAGED on staging ring ring1-1 (its first
+                               n_blocks blocks, mirrored in aux); 0 = own
+                               staging blocks */
+} table_t;
 
 /* A staging ring slot: device blocks owned by the ring itself, shared by the
  * layers staged on it (one at a time on the worker: block-level hazard
@@ -55,6 +65,14 @@ typedef struct {
     int32_t         users;  /* layers STAGED on it */
     lkv_kv_block_t *blocks; /* (max_blocks_per_layer) or NULL */
 } ring_t;
+
+/* The last successful id -> slot lookup. Queries come in bursts over the
+ * layers of one sequence, so most lookups hit it and skip the hash. It lives
+ * behind a pointer so that const queries can update it. */
+typedef struct {
+    uint64_t seq_id;
+    int32_t  slot; /* -1: empty */
+} lookup_memo_t;
 
 typedef enum {
     SLOT_FREE   = 0,
@@ -68,6 +86,7 @@ typedef struct {
     int      state;     /* slot_state_t */
     int      n_pending; /* layers MOVING or STAGED */
     layer_t *layers;    /* (n_layers) */
+    table_t *tables;    /* (n_layers) */
 } slot_t;
 
 struct lkv_kv_alloc {
@@ -88,9 +107,11 @@ struct lkv_kv_alloc {
     uint32_t  hash_mask;
     uint64_t *hash_keys;
     int32_t  *hash_vals;
+    lookup_memo_t *memo;
     /* lkv_kv_alloc_check scratch: one mark per block per tier */
     uint8_t  *marks[LKV_KV_TIER_COUNT];
     int32_t  *scratch_used; /* (n_layers) */
+    int32_t  *scratch_need; /* (n_layers) lkv_kv_append_all scratch */
     /* staging rings (grown on demand; ids are indices) */
     ring_t   *rings;
     int       n_rings; /* entries in rings (used or not) */
@@ -189,11 +210,41 @@ static void hash_remove(lkv_kv_alloc_t *a, uint64_t key)
     }
 }
 
+/* Slot of live sequence seq_id, or -1. */
+static int slot_find(const lkv_kv_alloc_t *a, uint64_t seq_id)
+{
+    lookup_memo_t *m = a->memo;
+
+    if (m->slot >= 0 && m->seq_id == seq_id) {
+        return m->slot;
+    }
+    int s = hash_find(a, seq_id);
+    if (s >= 0) {
+        m->seq_id = seq_id;
+        m->slot   = s;
+    }
+    return s;
+}
+
 /* ---- helpers -------------------------------------------------------------- */
 
 static int blocks_for_tokens(const lkv_kv_alloc_t *a, int64_t n_tokens)
 {
     return (int)((n_tokens + a->cfg.block_size - 1) / a->cfg.block_size);
+}
+
+/* Blocks that n more tokens add to a layer: the same as
+ * blocks_for_tokens(n_tokens + n) - n_blocks (the layer's blocks hold its
+ * tokens with less than one block to spare), without a division unless the
+ * tokens overflow the last block. */
+static int grow_blocks(const lkv_kv_alloc_t *a, const layer_t *ly, int64_t n)
+{
+    int64_t room = (int64_t)ly->n_blocks * a->cfg.block_size - ly->n_tokens;
+
+    if (n <= room) {
+        return 0;
+    }
+    return (int)((n - room + a->cfg.block_size - 1) / a->cfg.block_size);
 }
 
 static bool tier_ok(int tier)
@@ -210,9 +261,13 @@ static lkv_kv_block_t pop_block(lkv_kv_alloc_t *a, int tier, int layer)
 static void push_blocks(lkv_kv_alloc_t *a, int tier, int layer,
                         const lkv_kv_block_t *b, int n)
 {
-    for (int i = n - 1; i >= 0; i--) {
-        a->free_stack[tier][a->n_free[tier]++] = b[i];
+    lkv_kv_block_t *top = a->free_stack[tier] + a->n_free[tier];
+
+    /* reversed, so the next pops return b in its own order */
+    for (int i = 0; i < n; i++) {
+        top[i] = b[n - 1 - i];
     }
+    a->n_free[tier] += n;
     a->layer_used[tier][layer] -= n;
 }
 
@@ -227,14 +282,20 @@ static lkv_status_t ensure_table(lkv_kv_alloc_t *a, lkv_kv_block_t **t)
     return LKV_OK;
 }
 
-static layer_t *live_layer(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
+/* (seq_id, layer) of a live sequence, or NULL; its tables to *tb_p if
+ * tb_p is not NULL. */
+static layer_t *live_layer(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
+                           table_t **tb_p)
 {
     if (layer < 0 || layer >= a->cfg.n_layers) {
         return NULL;
     }
-    int s = hash_find(a, seq_id);
+    int s = slot_find(a, seq_id);
     if (s < 0) {
         return NULL;
+    }
+    if (tb_p != NULL) {
+        *tb_p = &a->slots[s].tables[layer];
     }
     return &a->slots[s].layers[layer];
 }
@@ -259,7 +320,7 @@ static lkv_status_t find_pending(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
         }
     }
     if (best == NULL) {
-        int s = hash_find(a, seq_id);
+        int s = slot_find(a, seq_id);
         if (s < 0) {
             return LKV_ERR_NOTFOUND;
         }
@@ -330,14 +391,16 @@ lkv_status_t lkv_kv_alloc_create(const lkv_kv_alloc_config_t *cfg,
         a->n_free[t] = cfg->n_blocks[t];
     }
     a->scratch_used = calloc((size_t)cfg->n_layers, sizeof(int32_t));
+    a->scratch_need = calloc((size_t)cfg->n_layers, sizeof(int32_t));
     a->slots        = calloc((size_t)a->n_slots, sizeof(slot_t));
     a->free_slot    = malloc((size_t)a->n_slots * sizeof(int32_t));
-    if (!a->scratch_used || !a->slots || !a->free_slot) {
+    if (!a->scratch_used || !a->scratch_need || !a->slots || !a->free_slot) {
         goto fail;
     }
     for (int i = 0; i < a->n_slots; i++) {
         a->slots[i].layers = calloc((size_t)cfg->n_layers, sizeof(layer_t));
-        if (a->slots[i].layers == NULL) {
+        a->slots[i].tables = calloc((size_t)cfg->n_layers, sizeof(table_t));
+        if (a->slots[i].layers == NULL || a->slots[i].tables == NULL) {
             goto fail;
         }
         a->free_slot[i] = a->n_slots - 1 - i;
@@ -350,9 +413,11 @@ lkv_status_t lkv_kv_alloc_create(const lkv_kv_alloc_config_t *cfg,
     a->hash_mask = cap - 1;
     a->hash_keys = calloc(cap, sizeof(uint64_t));
     a->hash_vals = malloc(cap * sizeof(int32_t));
-    if (!a->hash_keys || !a->hash_vals) {
+    a->memo      = malloc(sizeof(*a->memo));
+    if (!a->hash_keys || !a->hash_vals || !a->memo) {
         goto fail;
     }
+    a->memo->slot = -1;
     for (uint32_t i = 0; i < cap; i++) {
         a->hash_vals[i] = -1;
     }
@@ -376,13 +441,13 @@ void lkv_kv_alloc_destroy(lkv_kv_alloc_t **a_p)
     }
     if (a->slots != NULL) {
         for (int i = 0; i < a->n_slots; i++) {
-            if (a->slots[i].layers == NULL) {
-                continue;
+            if (a->slots[i].tables != NULL) {
+                for (int l = 0; l < a->cfg.n_layers; l++) {
+                    free(a->slots[i].tables[l].blocks);
+                    free(a->slots[i].tables[l].aux);
+                }
             }
-            for (int l = 0; l < a->cfg.n_layers; l++) {
-                free(a->slots[i].layers[l].blocks);
-                free(a->slots[i].layers[l].aux);
-            }
+            free(a->slots[i].tables);
             free(a->slots[i].layers);
         }
     }
@@ -394,8 +459,10 @@ void lkv_kv_alloc_destroy(lkv_kv_alloc_t **a_p)
     free(a->slots);
     free(a->free_slot);
     free(a->scratch_used);
+    free(a->scratch_need);
     free(a->hash_keys);
     free(a->hash_vals);
+    free(a->memo);
     free(a);
     *a_p = NULL;
 }
@@ -424,7 +491,7 @@ lkv_status_t lkv_kv_seq_add(lkv_kv_alloc_t *a, uint64_t seq_id)
         ly->n_blocks = 0;
         ly->tier     = LKV_KV_TIER_DEVICE;
         ly->state    = LAYER_IDLE;
-        ly->ring1    = 0;
+        slot->tables[l].ring1 = 0;
     }
     hash_insert(a, seq_id, s);
     a->n_live++;
@@ -436,17 +503,18 @@ lkv_status_t lkv_kv_seq_free(lkv_kv_alloc_t *a, uint64_t seq_id)
     if (a == NULL) {
         return LKV_ERR_INVALID;
     }
-    int s = hash_find(a, seq_id);
+    int s = slot_find(a, seq_id);
     if (s < 0) {
         return LKV_ERR_NOTFOUND;
     }
     slot_t *slot = &a->slots[s];
+    a->memo->slot = -1;
     for (int l = 0; l < a->cfg.n_layers; l++) {
         layer_t *ly = &slot->layers[l];
         if (ly->state != LAYER_IDLE) {
             continue; /* pinned: released when its copy ends */
         }
-        push_blocks(a, ly->tier, l, ly->blocks, ly->n_blocks);
+        push_blocks(a, ly->tier, l, slot->tables[l].blocks, ly->n_blocks);
         ly->n_blocks = 0;
         ly->n_tokens = 0;
     }
@@ -465,7 +533,7 @@ lkv_status_t lkv_kv_seq_free(lkv_kv_alloc_t *a, uint64_t seq_id)
 
 bool lkv_kv_seq_exists(const lkv_kv_alloc_t *a, uint64_t seq_id)
 {
-    return a != NULL && hash_find(a, seq_id) >= 0;
+    return a != NULL && slot_find(a, seq_id) >= 0;
 }
 
 /* ---- append --------------------------------------------------------------- */
@@ -476,27 +544,18 @@ int lkv_kv_blocks_needed(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
     if (a == NULL || n_tokens < 0) {
         return -1;
     }
-    const layer_t *ly = live_layer(a, seq_id, layer);
+    const layer_t *ly = live_layer(a, seq_id, layer, NULL);
     if (ly == NULL) {
         return -1;
     }
-    return blocks_for_tokens(a, (int64_t)ly->n_tokens + n_tokens) -
-           ly->n_blocks;
+    return grow_blocks(a, ly, n_tokens);
 }
 
-lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
-                           int n_tokens, lkv_kv_tier_t tier,
-                           lkv_kv_block_t *new_blocks, int max_new,
-                           int *n_new_p)
+/* The checks of an append of n_tokens to ly in `tier` that do not depend on
+ * free space; the blocks it needs go to *need_p. */
+static lkv_status_t append_check(const lkv_kv_alloc_t *a, const layer_t *ly,
+                                 int n_tokens, int tier, int *need_p)
 {
-    if (a == NULL || n_tokens < 0 || !tier_ok(tier) || max_new < 0 ||
-        (max_new > 0 && new_blocks == NULL)) {
-        return LKV_ERR_INVALID;
-    }
-    layer_t *ly = live_layer(a, seq_id, layer);
-    if (ly == NULL) {
-        return LKV_ERR_INVALID;
-    }
     if (ly->state == LAYER_MOVING) {
         return LKV_ERR_BUSY;
     }
@@ -504,33 +563,47 @@ lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
         return LKV_ERR_INVALID;
     }
     int64_t total = (int64_t)ly->n_tokens + n_tokens;
-    int     need  = blocks_for_tokens(a, total) - ly->n_blocks;
+    int     need  = grow_blocks(a, ly, n_tokens);
     if (ly->n_blocks + need > a->cfg.max_blocks_per_layer || total > INT32_MAX) {
         return LKV_ERR_INVALID;
     }
-    if (need > max_new) {
-        return LKV_ERR_INVALID;
+    *need_p = need;
+    return LKV_OK;
+}
+
+/* The staging ring a layer staged on a ring takes its staging blocks from,
+ * else NULL. */
+static const ring_t *staging_ring(const lkv_kv_alloc_t *a, const layer_t *ly,
+                                  const table_t *tb)
+{
+    return ly->state == LAYER_STAGED && tb->ring1 > 0
+               ? &a->rings[tb->ring1 - 1]
+               : NULL;
+}
+
+/* Grow ly (layer `layer`, tables tb) by n_tokens in `need` new blocks of
+ * `tier`, written to out; a staged layer also gets matching staging blocks
+ * (own device blocks, or its ring's). The caller checked append_check, the
+ * free space and the tables. */
+static void append_apply(lkv_kv_alloc_t *a, layer_t *ly, table_t *tb,
+                         int layer, int n_tokens, int need, int tier,
+                         lkv_kv_block_t *out)
+{
+    if (need == 0) {
+        ly->n_tokens += n_tokens; /* the tables are not touched */
+        return;
     }
     bool          staged = ly->state == LAYER_STAGED;
-    const ring_t *ring   = staged && ly->ring1 > 0 ? &a->rings[ly->ring1 - 1]
-                                                   : NULL;
-    if (need > 0) {
-        if (a->n_free[tier] < need ||
-            (staged && ring == NULL &&
-             a->n_free[LKV_KV_TIER_DEVICE] < need) ||
-            (ring != NULL && ring->n_blocks < ly->n_blocks + need)) {
-            return LKV_ERR_NOSPACE;
-        }
-        LKV_CHECK(ensure_table(a, &ly->blocks));
-    }
+    const ring_t *ring   = staging_ring(a, ly, tb);
+
     for (int i = 0; i < need; i++) {
         lkv_kv_block_t b = pop_block(a, tier, layer);
-        ly->blocks[ly->n_blocks + i] = b;
-        new_blocks[i]                = b;
+        tb->blocks[ly->n_blocks + i] = b;
+        out[i]                       = b;
         if (ring != NULL) {
-            ly->aux[ly->n_blocks + i] = ring->blocks[ly->n_blocks + i];
+            tb->aux[ly->n_blocks + i] = ring->blocks[ly->n_blocks + i];
         } else if (staged) {
-            ly->aux[ly->n_blocks + i] =
+            tb->aux[ly->n_blocks + i] =
                 pop_block(a, LKV_KV_TIER_DEVICE, layer);
         }
     }
@@ -538,9 +611,107 @@ lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
         ly->tier = (uint8_t)tier;
     }
     ly->n_blocks += need;
-    ly->n_tokens = (int32_t)total;
+    ly->n_tokens += n_tokens;
+}
+
+lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
+                           int n_tokens, lkv_kv_tier_t tier,
+                           lkv_kv_block_t *new_blocks, int max_new,
+                           int *n_new_p)
+{
+    int need = 0;
+
+    if (a == NULL || n_tokens < 0 || !tier_ok(tier) || max_new < 0 ||
+        (max_new > 0 && new_blocks == NULL)) {
+        return LKV_ERR_INVALID;
+    }
+    table_t *tb = NULL;
+    layer_t *ly = live_layer(a, seq_id, layer, &tb);
+    if (ly == NULL) {
+        return LKV_ERR_INVALID;
+    }
+    LKV_CHECK(append_check(a, ly, n_tokens, tier, &need));
+    if (need > max_new) {
+        return LKV_ERR_INVALID;
+    }
+    bool          staged = ly->state == LAYER_STAGED;
+    const ring_t *ring   = staging_ring(a, ly, tb);
+    if (need > 0) {
+        if (a->n_free[tier] < need ||
+            (staged && ring == NULL &&
+             a->n_free[LKV_KV_TIER_DEVICE] < need) ||
+            (ring != NULL && ring->n_blocks < ly->n_blocks + need)) {
+            return LKV_ERR_NOSPACE;
+        }
+        LKV_CHECK(ensure_table(a, &tb->blocks));
+    }
+    append_apply(a, ly, tb, layer, n_tokens, need, tier, new_blocks);
     if (n_new_p != NULL) {
         *n_new_p = need;
+    }
+    return LKV_OK;
+}
+
+lkv_status_t lkv_kv_append_all(lkv_kv_alloc_t *a, uint64_t seq_id,
+                               int n_tokens, lkv_kv_tier_t tier,
+                               lkv_kv_block_t *new_blocks, int max_new,
+                               int32_t *n_new_per_layer, int *n_new_p)
+{
+    int  total = 0, staging = 0;
+    bool ring_short = false;
+
+    if (a == NULL || n_tokens < 0 || !tier_ok(tier) || max_new < 0 ||
+        (max_new > 0 && new_blocks == NULL)) {
+        return LKV_ERR_INVALID;
+    }
+    int s = slot_find(a, seq_id);
+    if (s < 0) {
+        return LKV_ERR_INVALID;
+    }
+    layer_t *layers = a->slots[s].layers;
+    table_t *tables = a->slots[s].tables;
+    int32_t *needs  = a->scratch_need;
+    /* pass 1: every check, as the per-layer appends would make them */
+    for (int l = 0; l < a->cfg.n_layers; l++) {
+        const layer_t *ly   = &layers[l];
+        const ring_t  *ring = staging_ring(a, ly, &tables[l]);
+        int            need = 0;
+
+        LKV_CHECK(append_check(a, ly, n_tokens, tier, &need));
+        needs[l] = need;
+        if (ring != NULL && ring->n_blocks < ly->n_blocks + need) {
+            ring_short = true;
+        }
+        if (ly->state == LAYER_STAGED && ring == NULL) {
+            staging += need; /* off-device layer: tier is not DEVICE */
+        }
+        total += need;
+    }
+    if (total > max_new) {
+        return LKV_ERR_INVALID;
+    }
+    if (ring_short || a->n_free[tier] < total ||
+        a->n_free[LKV_KV_TIER_DEVICE] < staging) {
+        return LKV_ERR_NOSPACE;
+    }
+    for (int l = 0; l < a->cfg.n_layers && total > 0; l++) {
+        if (needs[l] > 0) {
+            LKV_CHECK(ensure_table(a, &tables[l].blocks));
+        }
+    }
+    /* pass 2: layer after layer, so blocks come off the free lists in the
+     * order n_layers lkv_kv_append calls would take them */
+    total = 0;
+    for (int l = 0; l < a->cfg.n_layers; l++) {
+        append_apply(a, &layers[l], &tables[l], l, n_tokens, needs[l], tier,
+                     new_blocks + total);
+        if (n_new_per_layer != NULL) {
+            n_new_per_layer[l] = needs[l];
+        }
+        total += needs[l];
+    }
+    if (n_new_p != NULL) {
+        *n_new_p = total;
     }
     return LKV_OK;
 }
@@ -557,12 +728,13 @@ static lkv_status_t begin_copy(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
     if (layer < 0 || layer >= a->cfg.n_layers) {
         return LKV_ERR_INVALID;
     }
-    int s = hash_find(a, seq_id);
+    int s = slot_find(a, seq_id);
     if (s < 0) {
         return LKV_ERR_NOTFOUND;
     }
     slot_t  *slot = &a->slots[s];
     layer_t *ly   = &slot->layers[layer];
+    table_t *tb   = &slot->tables[layer];
     if (ly->state != LAYER_IDLE) {
         return LKV_ERR_BUSY;
     }
@@ -572,9 +744,9 @@ static lkv_status_t begin_copy(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
     if (a->n_free[dst_tier] < ly->n_blocks) {
         return LKV_ERR_NOSPACE;
     }
-    LKV_CHECK(ensure_table(a, &ly->aux));
+    LKV_CHECK(ensure_table(a, &tb->aux));
     for (int i = 0; i < ly->n_blocks; i++) {
-        ly->aux[i] = pop_block(a, dst_tier, layer);
+        tb->aux[i] = pop_block(a, dst_tier, layer);
     }
     ly->state    = (uint8_t)kind;
     ly->aux_tier = (uint8_t)dst_tier;
@@ -584,8 +756,8 @@ static lkv_status_t begin_copy(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
     copy_p->src_tier = (lkv_kv_tier_t)ly->tier;
     copy_p->dst_tier = dst_tier;
     copy_p->n_blocks = ly->n_blocks;
-    copy_p->src      = ly->blocks;
-    copy_p->dst      = ly->aux;
+    copy_p->src      = tb->blocks;
+    copy_p->dst      = tb->aux;
     return LKV_OK;
 }
 
@@ -599,21 +771,23 @@ lkv_status_t lkv_kv_move_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
 {
     slot_t  *slot;
     layer_t *ly;
+    table_t *tb;
 
     if (a == NULL) {
         return LKV_ERR_INVALID;
     }
     LKV_CHECK(find_pending(a, seq_id, layer, LAYER_MOVING, &slot, &ly));
-    push_blocks(a, ly->tier, layer, ly->blocks, ly->n_blocks);
+    tb = &slot->tables[layer];
+    push_blocks(a, ly->tier, layer, tb->blocks, ly->n_blocks);
     /* the destination table becomes the layer's table */
-    lkv_kv_block_t *t = ly->blocks;
-    ly->blocks        = ly->aux;
-    ly->aux           = t;
+    lkv_kv_block_t *t = tb->blocks;
+    tb->blocks        = tb->aux;
+    tb->aux           = t;
     ly->tier          = ly->aux_tier;
     ly->state         = LAYER_IDLE;
     slot->n_pending--;
     if (slot->state == SLOT_ZOMBIE) {
-        push_blocks(a, ly->tier, layer, ly->blocks, ly->n_blocks);
+        push_blocks(a, ly->tier, layer, tb->blocks, ly->n_blocks);
         ly->n_blocks = 0;
         ly->n_tokens = 0;
         slot_release_if_done(a, slot);
@@ -625,16 +799,18 @@ lkv_status_t lkv_kv_move_abort(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
 {
     slot_t  *slot;
     layer_t *ly;
+    table_t *tb;
 
     if (a == NULL) {
         return LKV_ERR_INVALID;
     }
     LKV_CHECK(find_pending(a, seq_id, layer, LAYER_MOVING, &slot, &ly));
-    push_blocks(a, ly->aux_tier, layer, ly->aux, ly->n_blocks);
+    tb = &slot->tables[layer];
+    push_blocks(a, ly->aux_tier, layer, tb->aux, ly->n_blocks);
     ly->state = LAYER_IDLE;
     slot->n_pending--;
     if (slot->state == SLOT_ZOMBIE) {
-        push_blocks(a, ly->tier, layer, ly->blocks, ly->n_blocks);
+        push_blocks(a, ly->tier, layer, tb->blocks, ly->n_blocks);
         ly->n_blocks = 0;
         ly->n_tokens = 0;
         slot_release_if_done(a, slot);
@@ -653,21 +829,23 @@ lkv_status_t lkv_kv_stage_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
 {
     slot_t  *slot;
     layer_t *ly;
+    table_t *tb;
 
     if (a == NULL) {
         return LKV_ERR_INVALID;
     }
     LKV_CHECK(find_pending(a, seq_id, layer, LAYER_STAGED, &slot, &ly));
-    if (ly->ring1 > 0) {
-        a->rings[ly->ring1 - 1].users--; /* the ring keeps its blocks */
-        ly->ring1 = 0;
+    tb = &slot->tables[layer];
+    if (tb->ring1 > 0) {
+        a->rings[tb->ring1 - 1].users--; /* the ring keeps its blocks */
+        tb->ring1 = 0;
     } else {
-        push_blocks(a, LKV_KV_TIER_DEVICE, layer, ly->aux, ly->n_blocks);
+        push_blocks(a, LKV_KV_TIER_DEVICE, layer, tb->aux, ly->n_blocks);
     }
     ly->state = LAYER_IDLE;
     slot->n_pending--;
     if (slot->state == SLOT_ZOMBIE) {
-        push_blocks(a, ly->tier, layer, ly->blocks, ly->n_blocks);
+        push_blocks(a, ly->tier, layer, tb->blocks, ly->n_blocks);
         ly->n_blocks = 0;
         ly->n_tokens = 0;
         slot_release_if_done(a, slot);
@@ -780,12 +958,13 @@ lkv_status_t lkv_kv_stage_begin_ring(lkv_kv_alloc_t *a, uint64_t seq_id,
         layer >= a->cfg.n_layers) {
         return LKV_ERR_INVALID;
     }
-    int s = hash_find(a, seq_id);
+    int s = slot_find(a, seq_id);
     if (s < 0) {
         return LKV_ERR_NOTFOUND;
     }
     slot_t  *slot = &a->slots[s];
     layer_t *ly   = &slot->layers[layer];
+    table_t *tb   = &slot->tables[layer];
     if (ly->state != LAYER_IDLE) {
         return LKV_ERR_BUSY;
     }
@@ -795,11 +974,11 @@ lkv_status_t lkv_kv_stage_begin_ring(lkv_kv_alloc_t *a, uint64_t seq_id,
     if (r->n_blocks < ly->n_blocks) {
         return LKV_ERR_NOSPACE;
     }
-    LKV_CHECK(ensure_table(a, &ly->aux));
-    memcpy(ly->aux, r->blocks, (size_t)ly->n_blocks * sizeof(*ly->aux));
+    LKV_CHECK(ensure_table(a, &tb->aux));
+    memcpy(tb->aux, r->blocks, (size_t)ly->n_blocks * sizeof(*tb->aux));
     ly->state    = LAYER_STAGED;
     ly->aux_tier = LKV_KV_TIER_DEVICE;
-    ly->ring1    = ring + 1;
+    tb->ring1    = ring + 1;
     r->users++;
     slot->n_pending++;
     copy_p->seq_id   = seq_id;
@@ -807,8 +986,8 @@ lkv_status_t lkv_kv_stage_begin_ring(lkv_kv_alloc_t *a, uint64_t seq_id,
     copy_p->src_tier = (lkv_kv_tier_t)ly->tier;
     copy_p->dst_tier = LKV_KV_TIER_DEVICE;
     copy_p->n_blocks = ly->n_blocks;
-    copy_p->src      = ly->blocks;
-    copy_p->dst      = ly->aux;
+    copy_p->src      = tb->blocks;
+    copy_p->dst      = tb->aux;
     return LKV_OK;
 }
 
@@ -845,7 +1024,7 @@ lkv_kv_res_t lkv_kv_layer_residency(const lkv_kv_alloc_t *a, uint64_t seq_id,
     if (a == NULL) {
         return LKV_KV_RES_NONE;
     }
-    const layer_t *ly = live_layer(a, seq_id, layer);
+    const layer_t *ly = live_layer(a, seq_id, layer, NULL);
     if (ly == NULL || ly->n_blocks == 0) {
         return LKV_KV_RES_NONE;
     }
@@ -867,7 +1046,7 @@ int lkv_kv_layer_tokens(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
     if (a == NULL) {
         return -1;
     }
-    const layer_t *ly = live_layer(a, seq_id, layer);
+    const layer_t *ly = live_layer(a, seq_id, layer, NULL);
     return ly != NULL ? ly->n_tokens : -1;
 }
 
@@ -881,7 +1060,8 @@ lkv_status_t lkv_kv_layer_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
     if (layer < 0 || layer >= a->cfg.n_layers) {
         return LKV_ERR_INVALID;
     }
-    const layer_t *ly = live_layer(a, seq_id, layer);
+    table_t       *tb = NULL;
+    const layer_t *ly = live_layer(a, seq_id, layer, &tb);
     if (ly == NULL) {
         return LKV_ERR_NOTFOUND;
     }
@@ -889,7 +1069,7 @@ lkv_status_t lkv_kv_layer_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
         *tier_p = (lkv_kv_tier_t)ly->tier;
     }
     if (blocks_p != NULL) {
-        *blocks_p = ly->blocks;
+        *blocks_p = tb->blocks;
     }
     if (n_p != NULL) {
         *n_p = ly->n_blocks;
@@ -904,7 +1084,8 @@ lkv_status_t lkv_kv_stage_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
     if (a == NULL || layer < 0 || layer >= a->cfg.n_layers) {
         return LKV_ERR_INVALID;
     }
-    const layer_t *ly = live_layer(a, seq_id, layer);
+    table_t       *tb = NULL;
+    const layer_t *ly = live_layer(a, seq_id, layer, &tb);
     if (ly == NULL) {
         return LKV_ERR_NOTFOUND;
     }
@@ -912,7 +1093,7 @@ lkv_status_t lkv_kv_stage_blocks(const lkv_kv_alloc_t *a, uint64_t seq_id,
         return LKV_ERR_INVALID;
     }
     if (blocks_p != NULL) {
-        *blocks_p = ly->aux;
+        *blocks_p = tb->aux;
     }
     if (n_p != NULL) {
         *n_p = ly->n_blocks;
@@ -996,16 +1177,17 @@ lkv_status_t lkv_kv_alloc_check(const lkv_kv_alloc_t *a)
             }
             for (int l = 0; l < a->cfg.n_layers; l++) {
                 const layer_t *ly = &slot->layers[l];
+                const table_t *tb = &slot->tables[l];
                 if (ly->n_blocks > 0 && ly->tier == t) {
-                    LKV_CHECK(mark_blocks(a, t, ly->blocks, ly->n_blocks,
+                    LKV_CHECK(mark_blocks(a, t, tb->blocks, ly->n_blocks,
                                           "owned", slot->seq_id, l));
                     a->scratch_used[l] += ly->n_blocks;
                 }
-                if (ly->state == LAYER_STAGED && ly->ring1 > 0) {
+                if (ly->state == LAYER_STAGED && tb->ring1 > 0) {
                     continue; /* ring blocks: marked with their ring */
                 }
                 if (ly->state != LAYER_IDLE && ly->aux_tier == t) {
-                    LKV_CHECK(mark_blocks(a, t, ly->aux, ly->n_blocks,
+                    LKV_CHECK(mark_blocks(a, t, tb->aux, ly->n_blocks,
                                           ly->state == LAYER_MOVING
                                               ? "move destination"
                                               : "staging",
@@ -1059,20 +1241,21 @@ lkv_status_t lkv_kv_alloc_check(const lkv_kv_alloc_t *a)
         }
         for (int l = 0; l < a->cfg.n_layers; l++) {
             const layer_t *ly = &slot->layers[l];
-            if (ly->ring1 == 0) {
+            const table_t *tb = &slot->tables[l];
+            if (tb->ring1 == 0) {
                 continue;
             }
-            const ring_t *r = ring_get(a, ly->ring1 - 1);
+            const ring_t *r = ring_get(a, tb->ring1 - 1);
             if (ly->state != LAYER_STAGED || r == NULL ||
                 r->n_blocks < ly->n_blocks ||
-                memcmp(ly->aux, r->blocks,
-                       (size_t)ly->n_blocks * sizeof(*ly->aux)) != 0) {
+                memcmp(tb->aux, r->blocks,
+                       (size_t)ly->n_blocks * sizeof(*tb->aux)) != 0) {
                 CHECK_FAIL("invariant: seq %llu layer %d staging does not "
                            "match its ring %d",
                            (unsigned long long)slot->seq_id, l,
-                           (int)ly->ring1 - 1);
+                           (int)tb->ring1 - 1);
             }
-            a->scratch_users[ly->ring1 - 1]++;
+            a->scratch_users[tb->ring1 - 1]++;
         }
     }
     for (int i = 0; i < a->n_rings; i++) {
@@ -1156,6 +1339,13 @@ lkv_status_t lkv_kv_alloc_check(const lkv_kv_alloc_t *a)
     if (in_hash != live) {
         CHECK_FAIL("invariant: id map holds %d ids for %d live sequences",
                    in_hash, live);
+    }
+    const lookup_memo_t *m = a->memo;
+    if (m->slot >= 0 &&
+        (m->slot >= a->n_slots || a->slots[m->slot].state != SLOT_LIVE ||
+         a->slots[m->slot].seq_id != m->seq_id)) {
+        CHECK_FAIL("invariant: lookup memo maps seq %llu to a wrong slot",
+                   (unsigned long long)m->seq_id);
     }
     return LKV_OK;
 }

@@ -19,7 +19,8 @@
  *
  * All operations are all-or-nothing: an error leaves the allocator unchanged.
  * LKV_ERR_NOSPACE (a tier is full) is back-pressure, never logged.
- * Threading: not thread-safe; one owner thread (the scheduler's).
+ * Threading: not thread-safe; one owner thread (the scheduler's). The const
+ * queries too: they remember the last sequence looked up.
  */
 #ifndef LKV_KVSTORE_KV_ALLOC_H
 #define LKV_KVSTORE_KV_ALLOC_H
@@ -96,6 +97,22 @@ lkv_status_t lkv_kv_append(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
                            int n_tokens, lkv_kv_tier_t tier,
                            lkv_kv_block_t *new_blocks, int max_new,
                            int *n_new_p);
+
+/* Grow EVERY layer of seq_id by n_tokens in `tier` in one call (the decode
+ * path: one token on all layers): the same blocks, taken in the same order,
+ * as lkv_kv_append on layers 0..n_layers-1 one after another, but all or
+ * nothing and with one sequence lookup. new_blocks (capacity max_new)
+ * receives the new blocks layer after layer; n_new_per_layer (n_layers
+ * entries, or NULL) how many each layer got; *n_new_p (or NULL) their total.
+ * Errors: LKV_ERR_BUSY (a layer is MOVING) or LKV_ERR_INVALID (a layer holds
+ * blocks in another tier, unknown seq, table capacity, max_new too small)
+ * if any layer would give them, checked before LKV_ERR_NOSPACE (the tier,
+ * the device for staged layers, or a staged layer's ring lacks the blocks
+ * of all layers together). */
+lkv_status_t lkv_kv_append_all(lkv_kv_alloc_t *a, uint64_t seq_id,
+                               int n_tokens, lkv_kv_tier_t tier,
+                               lkv_kv_block_t *new_blocks, int max_new,
+                               int32_t *n_new_per_layer, int *n_new_p);
 
 /* A copy of one layer's blocks between tiers, as the worker executes it. */
 typedef struct {

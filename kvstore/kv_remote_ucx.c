@@ -16,6 +16,7 @@
 typedef struct {
     char          endpoint[256];
     lkv_ucx_ep_t *ep;
+    uint64_t      bytes;    /* registered capacity of the node */
     int32_t       first;    /* first global block */
     int32_t       n_blocks;
     bool          up;
@@ -314,8 +315,7 @@ lkv_status_t lkv_kv_remote_ucx_create(const lkv_kv_remote_ucx_config_t *cfg,
                  cfg->endpoints[i] != NULL ? cfg->endpoints[i] : "");
         LKV_CHECK_GOTO(lkv_kvnode_query(nd->endpoint, timeout, &info), st,
                        fail);
-        uint64_t nb = info.bytes / cfg->block_bytes;
-        if (nb == 0) {
+        if (info.bytes < cfg->block_bytes) {
             LKV_LOG_ERROR("kvnode %s has %llu bytes, less than one %zu-byte "
                           "block; give it more --capacity-gib",
                           nd->endpoint, (unsigned long long)info.bytes,
@@ -324,30 +324,76 @@ lkv_status_t lkv_kv_remote_ucx_create(const lkv_kv_remote_ucx_config_t *cfg,
             st = LKV_ERR_NOSPACE;
             goto fail;
         }
-        if (nb > (uint64_t)(INT32_MAX - r->n_blocks)) {
-            nb = (uint64_t)(INT32_MAX - r->n_blocks);
-        }
         st = lkv_ucx_ep_create(r->ucx, nd->endpoint, info.addr,
                                info.addr_len, info.rkey, info.rkey_len,
-                               info.base, nb * cfg->block_bytes, &nd->ep);
+                               info.base, info.bytes, &nd->ep);
+        nd->bytes = info.bytes;
         lkv_kvnode_info_free(&info);
         if (st != LKV_OK) {
             goto fail;
         }
-        nd->first    = r->n_blocks;
-        nd->n_blocks = (int32_t)nb;
-        nd->up       = true;
-        r->n_blocks += (int32_t)nb;
+        nd->up = true;
         r->n_nodes++;
-        LKV_LOG_INFO("kvnode %s: %d remote blocks of %zu bytes",
-                     nd->endpoint, nd->n_blocks, cfg->block_bytes);
     }
+    LKV_CHECK_GOTO(lkv_kv_remote_ucx_resize(r, cfg->block_bytes), st, fail);
     *r_p = r;
     return LKV_OK;
 
 fail:
     lkv_kv_remote_ucx_destroy(&r);
     return st;
+}
+
+lkv_status_t lkv_kv_remote_ucx_resize(lkv_kv_remote_ucx_t *r,
+                                      size_t block_bytes)
+{
+    int32_t total = 0;
+
+    if (r == NULL || block_bytes == 0) {
+        return LKV_ERR_INVALID;
+    }
+    for (int i = 0; i < r->n_reqs; i++) {
+        if (r->reqs[i].used) {
+            LKV_LOG_ERROR("remote tier: cannot change the block size while "
+                          "transfers are in flight");
+            return LKV_ERR_BUSY;
+        }
+    }
+    for (int i = 0; i < r->n_nodes; i++) {
+        if (r->nodes[i].bytes < block_bytes) {
+            LKV_LOG_ERROR("kvnode %s has %llu bytes, less than one %zu-byte "
+                          "block; give it more --capacity-gib",
+                          r->nodes[i].endpoint,
+                          (unsigned long long)r->nodes[i].bytes, block_bytes);
+            return LKV_ERR_NOSPACE;
+        }
+    }
+    for (int i = 0; i < r->n_nodes; i++) {
+        node_t  *nd = &r->nodes[i];
+        uint64_t nb = nd->bytes / block_bytes;
+
+        if (nb > (uint64_t)(INT32_MAX - total)) {
+            nb = (uint64_t)(INT32_MAX - total);
+        }
+        nd->first    = total;
+        nd->n_blocks = (int32_t)nb;
+        total += (int32_t)nb;
+        LKV_LOG_INFO("kvnode %s: %d remote blocks of %zu bytes",
+                     nd->endpoint, nd->n_blocks, block_bytes);
+    }
+    r->n_blocks    = total;
+    r->block_bytes = block_bytes;
+    return LKV_OK;
+}
+
+uint64_t lkv_kv_remote_ucx_bytes(const lkv_kv_remote_ucx_t *r)
+{
+    uint64_t b = 0;
+
+    for (int i = 0; i < r->n_nodes; i++) {
+        b += r->nodes[i].bytes;
+    }
+    return b;
 }
 
 void lkv_kv_remote_ucx_destroy(lkv_kv_remote_ucx_t **r_p)

@@ -55,6 +55,16 @@ lkv_status_t lkv_kv_remote_ucx_create(const lkv_kv_remote_ucx_config_t *cfg,
 /* Wait (bounded) for transfers in flight, disconnect, free. NULL-safe. */
 void lkv_kv_remote_ucx_destroy(lkv_kv_remote_ucx_t **r_p);
 
+/* Re-cut the nodes' regions into blocks of block_bytes (a worker connects
+ * and probes before it knows its model's block size). Only while no
+ * transfer is in flight, before handle() is taken. Errors: LKV_ERR_INVALID,
+ * LKV_ERR_BUSY (transfers in flight), LKV_ERR_NOSPACE (a node smaller than
+ * one block; logged with what to do). */
+lkv_status_t lkv_kv_remote_ucx_resize(lkv_kv_remote_ucx_t *r,
+                                      size_t block_bytes);
+/* Summed registered capacity of the nodes, in bytes. */
+uint64_t     lkv_kv_remote_ucx_bytes(const lkv_kv_remote_ucx_t *r);
+
 /* The remote tier handle for lkv_kv_pool_create (borrows r). */
 void lkv_kv_remote_ucx_handle(lkv_kv_remote_ucx_t *r, lkv_kv_remote_t *out);
 

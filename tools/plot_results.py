@@ -5,7 +5,7 @@ the JSON files tools/run_experiments.sh writes (docs/results/data/*.json).
 usage: plot_results.py [RESULTS_DIR=docs/results]
 
 Tables are written between <!-- BEGIN:x --> and <!-- END:x --> markers in
-docs/results.md (x = a, a_chunk, b, c, d, vidur, scale), so the document is
+docs/results.md (x = a7, a70, achunk, a7hi, aw, bsharegpt, barxiv, c, d, vidur, scale), so the document is
 regenerated in place; plots go to RESULTS_DIR/*.png. Needs matplotlib
 (Debian python3-matplotlib) for the plots; tables are written without it.
 """
@@ -68,6 +68,24 @@ def table_a(prefix, title_model):
             ('%.2f (%.1fx, %.3f)' % (inf['mean_ttft_s'], ratio(b['mean_ttft_s'], inf['mean_ttft_s']),
                                      inf['tpot_attainment'])) if inf else 'n/a'))
     return '\n'.join(rows), (xs, yb, yl, yi)
+
+
+def table_aw():
+    rows = ['| rate req/s | W | mean TTFT s (queue) | vs baseline | mean TPOT ms '
+            '| TPOT attain. | SLO viol. | throughput tok/s | requests offloaded |',
+            '|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for r, base in (('0.06', 'a_7b_baseline_32768'), ('0.08', 'a_7bhi_baseline_32768')):
+        b = load(base)
+        for w in (0, 1, 2, 4, 8):
+            d = load('aw_7b_%s_w%d' % (r, w))
+            if d is None or b is None:
+                continue
+            rows.append('| %s | %d | %.2f (%.2f) | %.2fx | %.1f | %.3f | %.3f | %.1f | %.0f%% |' % (
+                r, w, d['mean_ttft_s'], d['mean_queue_s'],
+                ratio(b['mean_ttft_s'], d['mean_ttft_s']), d['mean_tpot_s'] * 1e3,
+                d['tpot_attainment'], d['slo_violation_rate'], d['throughput_tok_s'],
+                d['frac_offloaded'] * 100))
+    return '\n'.join(rows)
 
 
 def table_b(trace):
@@ -223,6 +241,7 @@ def main():
         doc = splice(doc, 'a70', ta70)
         doc = splice(doc, 'achunk', tac)
         doc = splice(doc, 'a7hi', tah)
+        doc = splice(doc, 'aw', table_aw())
         doc = splice(doc, 'bsharegpt', tbs + '\n\nKnee (first rate with baseline violation >= 10%%): %s req/s' % knee_s)
         doc = splice(doc, 'barxiv', tba + '\n\nKnee (first rate with baseline violation >= 10%%): %s req/s' % knee_a)
         doc = splice(doc, 'c', tc)

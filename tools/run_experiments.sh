@@ -3,7 +3,8 @@
 # docs/results.md: JSON per run in docs/results/data/, then PNG plots and the
 # tables inside docs/results.md (tools/plot_results.py).
 #
-# usage: tools/run_experiments.sh [LAYERKV_BINARY] [a|b|c|d|scale|plots|all]...
+# usage: tools/run_experiments.sh [LAYERKV_BINARY] [a|aw|b|c|d|scale|plots|all]...
+#   (aw: only the staging-window sweep that `a` also runs)
 #   LAYERKV_BINARY defaults to build/layerkv (any build dir works).
 # Each run is one `layerkv sim ...` command; the exact command is stored in
 # the JSON's sibling .cmd file so every number can be reproduced alone.
@@ -69,6 +70,18 @@ if want a; then
             run "a_7b_chunk_${pol}_${L}" --model llama2-7b --gpu a100 --tp 1 --policy $pol \
                 --prompt-len $L --output-len 512 --rate 0.06 --n-requests 200 --seed 1 \
                 --chunked-prefill 4096 --offload-rule max "${SLO[@]}"
+        done
+    done
+fi
+
+# (a') 32K prompts on 7B: the prefill staging window W (0 = offloaded layers
+# computed on the device, then offloaded)
+if want a || want aw; then
+    for r in 0.06 0.08; do
+        for w in 0 1 2 4 8; do
+            run "aw_7b_${r}_w${w}" --model llama2-7b --gpu a100 --tp 1 --policy layerkv \
+                --prompt-len 32768 --output-len 512 --rate $r --n-requests 200 --seed 1 \
+                --staging-window $w "${SLO[@]}"
         done
     done
 fi

@@ -1104,6 +1104,13 @@ static lkv_status_t dec_body(dctx_t *c, const msgpack_object *m)
         LKV_CHECK(get_f64(c, m, "link_gbps", false, 0, false, 1e9, 0,
                           &h->link_gbps));
         LKV_CHECK(get_str(c, m, "version", false, 256, &h->version, NULL));
+        GET_U32(c, m, "remote_kv_nodes", false, h->remote_kv_nodes);
+        LKV_CHECK(get_uint(c, m, "remote_kv_bytes", false, UINT64_MAX, 0,
+                           &h->remote_kv_bytes));
+        LKV_CHECK(get_f64(c, m, "remote_put_gbps", false, 0, false, 1e9, 0,
+                          &h->remote_put_gbps));
+        LKV_CHECK(get_f64(c, m, "remote_get_gbps", false, 0, false, 1e9, 0,
+                          &h->remote_get_gbps));
         return LKV_OK;
     }
     case LKV_WIRE_CONFIG: {
@@ -1120,6 +1127,8 @@ static lkv_status_t dec_body(dctx_t *c, const msgpack_object *m)
                            &k->host_kv_blocks));
         GET_U32(c, m, "max_seqs", false, k->max_seqs);
         GET_U32(c, m, "max_batch_tokens", false, k->max_batch_tokens);
+        LKV_CHECK(get_uint(c, m, "remote_kv_blocks", false, INT32_MAX, 0,
+                           &k->remote_kv_blocks));
         return LKV_OK;
     }
     case LKV_WIRE_STEP_PLAN:

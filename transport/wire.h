@@ -196,6 +196,11 @@ typedef struct {
     uint64_t    kv_block_bytes;
     double      link_gbps;
     const char *version;
+    /* remote KV tier (kvnodes this worker reaches; all 0 when none) */
+    uint32_t    remote_kv_nodes;
+    uint64_t    remote_kv_bytes;  /* summed capacity of the kvnodes */
+    double      remote_put_gbps;  /* measured device -> remote */
+    double      remote_get_gbps;  /* measured remote -> device */
 } lkv_wire_hello_t;
 
 typedef struct {
@@ -208,6 +213,8 @@ typedef struct {
     uint64_t    host_kv_blocks;
     uint32_t    max_seqs;
     uint32_t    max_batch_tokens;
+    uint64_t    remote_kv_blocks; /* remote layer-blocks the scheduler uses
+                                     (<= what the worker's kvnodes hold) */
 } lkv_wire_config_t;
 
 typedef struct {

@@ -431,6 +431,12 @@ lkv_status_t lkv_wire_encode(const lkv_wire_msg_t *m, lkv_wire_buf_t *out)
         put_u64(&e, "kv_block_bytes", h->kv_block_bytes);
         put_f64(&e, "link_gbps", h->link_gbps);
         put_str(&e, "version", h->version != NULL ? h->version : "");
+        if (h->remote_kv_nodes > 0) {
+            put_u64(&e, "remote_kv_nodes", h->remote_kv_nodes);
+            put_u64(&e, "remote_kv_bytes", h->remote_kv_bytes);
+            put_f64(&e, "remote_put_gbps", h->remote_put_gbps);
+            put_f64(&e, "remote_get_gbps", h->remote_get_gbps);
+        }
         break;
     }
     case LKV_WIRE_CONFIG: {
@@ -448,6 +454,9 @@ lkv_status_t lkv_wire_encode(const lkv_wire_msg_t *m, lkv_wire_buf_t *out)
         put_u64(&e, "host_kv_blocks", k->host_kv_blocks);
         put_u64(&e, "max_seqs", k->max_seqs);
         put_u64(&e, "max_batch_tokens", k->max_batch_tokens);
+        if (k->remote_kv_blocks > 0) {
+            put_u64(&e, "remote_kv_blocks", k->remote_kv_blocks);
+        }
         break;
     }
     case LKV_WIRE_STEP_PLAN:

@@ -362,6 +362,139 @@ static void stage_mirrors_and_appends(void **state)
     lkv_kv_alloc_destroy(&a);
 }
 
+/* Set up the same history on a: seq 5 with 4 layers on the host, layer 1
+ * staged on its own blocks, layer 2 staged on a ring with room to grow;
+ * seq 6 on the device. */
+static void twin_setup(lkv_kv_alloc_t *a)
+{
+    lkv_kv_block_t nb[8];
+    lkv_kv_copy_t  c;
+    int            n, ring;
+
+    assert_int_equal(lkv_kv_seq_add(a, 5), LKV_OK);
+    assert_int_equal(lkv_kv_seq_add(a, 6), LKV_OK);
+    for (int l = 0; l < 4; l++) {
+        assert_int_equal(lkv_kv_append(a, 5, l, 7 + l, LKV_KV_TIER_HOST, nb,
+                                       8, &n),
+                         LKV_OK);
+        assert_int_equal(lkv_kv_append(a, 6, l, 3 + 2 * l, LKV_KV_TIER_DEVICE,
+                                       nb, 8, &n),
+                         LKV_OK);
+    }
+    assert_int_equal(lkv_kv_stage_begin(a, 5, 1, &c), LKV_OK);
+    assert_int_equal(lkv_kv_ring_create(a, 6, &ring), LKV_OK);
+    assert_int_equal(lkv_kv_stage_begin_ring(a, 5, 2, ring, &c), LKV_OK);
+}
+
+/* append_all takes the same blocks, in the same order, with the same
+ * staging, as one append per layer; errors change nothing. */
+static void append_all_matches_per_layer_appends(void **state)
+{
+    lkv_kv_alloc_t *a = make(4, 4, 40, 64, 0, 4, 8);
+    lkv_kv_alloc_t *b = make(4, 4, 40, 64, 0, 4, 8);
+    lkv_kv_block_t  na[32], nb[32];
+    int32_t         per[4];
+    int             n_all = -1, n, tot;
+
+    (void)state;
+    twin_setup(a);
+    twin_setup(b);
+    for (int round = 0; round < 6; round++) {
+        int           add  = round == 2 ? 9 : 1;
+        uint64_t      seq  = round % 2 == 0 ? 5 : 6;
+        lkv_kv_tier_t tier = seq == 5 ? LKV_KV_TIER_HOST : LKV_KV_TIER_DEVICE;
+
+        assert_int_equal(lkv_kv_append_all(a, seq, add, tier, na, 32, per,
+                                           &n_all),
+                         LKV_OK);
+        tot = 0;
+        for (int l = 0; l < 4; l++) {
+            assert_int_equal(lkv_kv_append(b, seq, l, add, tier, nb + tot, 8,
+                                           &n),
+                             LKV_OK);
+            assert_int_equal(per[l], n);
+            tot += n;
+        }
+        assert_int_equal(n_all, tot);
+        assert_memory_equal(na, nb, (size_t)tot * sizeof(*na));
+        for (int l = 0; l < 4; l++) {
+            const lkv_kv_block_t *ta, *tb;
+            int                   ca, cb;
+
+            assert_int_equal(lkv_kv_layer_tokens(a, seq, l),
+                             lkv_kv_layer_tokens(b, seq, l));
+            assert_int_equal(lkv_kv_layer_blocks(a, seq, l, NULL, &ta, &ca),
+                             LKV_OK);
+            assert_int_equal(lkv_kv_layer_blocks(b, seq, l, NULL, &tb, &cb),
+                             LKV_OK);
+            assert_int_equal(ca, cb);
+            assert_memory_equal(ta, tb, (size_t)ca * sizeof(*ta));
+            if (seq == 5 && (l == 1 || l == 2)) {
+                assert_int_equal(lkv_kv_stage_blocks(a, seq, l, &ta, &ca),
+                                 LKV_OK);
+                assert_int_equal(lkv_kv_stage_blocks(b, seq, l, &tb, &cb),
+                                 LKV_OK);
+                assert_memory_equal(ta, tb, (size_t)ca * sizeof(*ta));
+            }
+        }
+        for (int t = 0; t < LKV_KV_TIER_COUNT; t++) {
+            assert_int_equal(lkv_kv_free_blocks(a, (lkv_kv_tier_t)t),
+                             lkv_kv_free_blocks(b, (lkv_kv_tier_t)t));
+        }
+        CHECK_OK(a);
+    }
+    /* errors: all or nothing */
+    int32_t free_dev = lkv_kv_free_blocks(a, LKV_KV_TIER_DEVICE);
+    int     tok3     = lkv_kv_layer_tokens(a, 5, 3);
+    /* wrong tier for every layer with blocks */
+    assert_int_equal(lkv_kv_append_all(a, 5, 1, LKV_KV_TIER_DEVICE, na, 32,
+                                       per, &n_all),
+                     LKV_ERR_INVALID);
+    /* unknown sequence, table capacity (8 blocks of 4), max_new too small */
+    assert_int_equal(lkv_kv_append_all(a, 99, 1, LKV_KV_TIER_HOST, na, 32,
+                                       per, &n_all),
+                     LKV_ERR_INVALID);
+    assert_int_equal(lkv_kv_append_all(a, 5, 40, LKV_KV_TIER_HOST, na, 32,
+                                       per, &n_all),
+                     LKV_ERR_INVALID);
+    assert_int_equal(lkv_kv_append_all(a, 5, 8, LKV_KV_TIER_HOST, na, 1, per,
+                                       &n_all),
+                     LKV_ERR_INVALID);
+    /* the ring (6 blocks) is too small for layer 2 past 24 tokens */
+    assert_int_equal(lkv_kv_append_all(a, 5, 24 - lkv_kv_layer_tokens(a, 5, 2)
+                                                 + 1,
+                                       LKV_KV_TIER_HOST, na, 32, per, &n_all),
+                     LKV_ERR_NOSPACE);
+    /* a moving layer: BUSY */
+    lkv_kv_copy_t c;
+    assert_int_equal(lkv_kv_move_begin(a, 6, 3, LKV_KV_TIER_HOST, &c), LKV_OK);
+    assert_int_equal(lkv_kv_append_all(a, 6, 1, LKV_KV_TIER_DEVICE, na, 32,
+                                       per, &n_all),
+                     LKV_ERR_BUSY);
+    assert_int_equal(lkv_kv_move_abort(a, 6, 3), LKV_OK);
+    /* the device cannot hold one more block on every layer */
+    lkv_kv_alloc_t *d = make(2, 4, 3, 0, 0, 2, 8);
+    assert_int_equal(lkv_kv_seq_add(d, 1), LKV_OK);
+    assert_int_equal(lkv_kv_append_all(d, 1, 4, LKV_KV_TIER_DEVICE, na, 32,
+                                       per, &n_all),
+                     LKV_OK);
+    assert_int_equal(n_all, 2);
+    assert_int_equal(lkv_kv_append_all(d, 1, 1, LKV_KV_TIER_DEVICE, na, 32,
+                                       per, &n_all),
+                     LKV_ERR_NOSPACE);
+    assert_int_equal(n_all, 2);
+    assert_int_equal(lkv_kv_free_blocks(d, LKV_KV_TIER_DEVICE), 1);
+    assert_int_equal(lkv_kv_layer_tokens(d, 1, 0), 4);
+    assert_int_equal(lkv_kv_layer_tokens(d, 1, 1), 4);
+    CHECK_OK(d);
+    lkv_kv_alloc_destroy(&d);
+    assert_int_equal(lkv_kv_layer_tokens(a, 5, 3), tok3);
+    assert_int_equal(lkv_kv_free_blocks(a, LKV_KV_TIER_DEVICE), free_dev);
+    CHECK_OK(a);
+    lkv_kv_alloc_destroy(&a);
+    lkv_kv_alloc_destroy(&b);
+}
+
 /* ---- randomized model test ------------------------------------------------- */
 
 enum {
@@ -707,6 +840,77 @@ static void op_append(model_t *m, lkv_kv_alloc_t *a, int *touched)
     ly->tokens += n;
 }
 
+/* lkv_kv_append_all: the per-layer rules of op_append over every layer,
+ * BUSY/INVALID of the first such layer before NOSPACE of all together. */
+static void op_append_all(model_t *m, lkv_kv_alloc_t *a, int *touched)
+{
+    int s = m_pick_live(m);
+    if (s < 0) {
+        return;
+    }
+    m_seq_t *q    = &m->seq[s];
+    int      n    = rndn(m, M_BS + 2);
+    int      r    = rndn(m, 10);
+    int      tier = r < 6 ? 0 : r < 9 ? 1 : 2;
+    int      want = LKV_OK, total = 0, staging = 0;
+    int      need[M_LAYERS];
+    for (int l = 0; l < M_LAYERS; l++) {
+        const m_layer_t *ly = &q->l[l];
+        need[l] = (ly->tokens + n + M_BS - 1) / M_BS - ly->nb;
+        if (want == LKV_OK && ly->state == M_MOVING) {
+            want = LKV_ERR_BUSY;
+        } else if (want == LKV_OK &&
+                   ((ly->nb > 0 && ly->tier != tier) ||
+                    ly->nb + need[l] > M_MAXB)) {
+            want = LKV_ERR_INVALID;
+        }
+        total += need[l];
+        staging += ly->state == M_STAGED ? need[l] : 0;
+    }
+    if (want == LKV_OK &&
+        (m->n_free[tier] < total || m->n_free[0] < staging)) {
+        want = LKV_ERR_NOSPACE;
+    }
+    lkv_kv_block_t nb[M_LAYERS * M_MAXB];
+    int32_t        per[M_LAYERS];
+    int            got = -1;
+    assert_int_equal(lkv_kv_append_all(a, q->id, n, (lkv_kv_tier_t)tier, nb,
+                                       M_LAYERS * M_MAXB, per, &got),
+                     want);
+    *touched = s;
+    if (want != LKV_OK) {
+        assert_int_equal(got, -1);
+        return;
+    }
+    assert_int_equal(got, total);
+    total = 0;
+    for (int l = 0; l < M_LAYERS; l++) {
+        m_layer_t *ly = &q->l[l];
+        assert_int_equal(per[l], need[l]);
+        for (int i = 0; i < need[l]; i++) {
+            m_take(m, tier, s, l, nb[total + i]);
+            ly->blocks[ly->nb + i] = nb[total + i];
+        }
+        total += need[l];
+        if (ly->state == M_STAGED) {
+            const lkv_kv_block_t *sb;
+            int                   sn;
+            assert_int_equal(lkv_kv_stage_blocks(a, q->id, l, &sb, &sn),
+                             LKV_OK);
+            assert_int_equal(sn, ly->nb + need[l]);
+            for (int i = 0; i < need[l]; i++) {
+                m_take(m, 0, s, l, sb[ly->nb + i]);
+                ly->aux[ly->nb + i] = sb[ly->nb + i];
+            }
+        }
+        if (ly->nb == 0 && need[l] > 0) {
+            ly->tier = tier;
+        }
+        ly->nb += need[l];
+        ly->tokens += n;
+    }
+}
+
 static void op_begin(model_t *m, lkv_kv_alloc_t *a, bool stage, int *touched)
 {
     int s = m_pick_live(m);
@@ -925,9 +1129,12 @@ static void model_test_random_ops_keep_invariants(void **state)
         } else if (r < 10) {
             kind = 1;
             op_seq_free(&m, a);
-        } else if (r < 45) {
+        } else if (r < 40) {
             kind = 2;
             op_append(&m, a, &touched);
+        } else if (r < 45) {
+            kind = 8;
+            op_append_all(&m, a, &touched);
         } else if (r < 58) {
             kind = 3;
             op_begin(&m, a, false, &touched);
@@ -988,9 +1195,11 @@ static void model_test_random_ops_keep_invariants(void **state)
     double secs = (double)(lkv_now_ns() - t0) / 1e9;
     print_message("model test: %ld ops in %.2f s (%.0f ops/s, incl. full "
                   "invariant check per op); add %ld free %ld append %ld "
-                  "move %ld end %ld abort %ld stage %ld unstage %ld\n",
+                  "move %ld end %ld abort %ld stage %ld unstage %ld "
+                  "append_all %ld\n",
                   n_ops, secs, (double)n_ops / secs, stats[0], stats[1],
-                  stats[2], stats[3], stats[4], stats[5], stats[6], stats[7]);
+                  stats[2], stats[3], stats[4], stats[5], stats[6], stats[7],
+                  stats[8]);
     lkv_kv_alloc_destroy(&a);
 }
 
@@ -1006,6 +1215,7 @@ int main(void)
         cmocka_unit_test(zombies_hold_slots),
         cmocka_unit_test(stage_mirrors_and_appends),
         cmocka_unit_test(staging_ring_shares_blocks),
+        cmocka_unit_test(append_all_matches_per_layer_appends),
         cmocka_unit_test(model_test_random_ops_keep_invariants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -393,8 +393,16 @@ static void wire_hello_config_round_trip(void **state)
     m.u.hello.kv_block_bytes   = 65536;
     m.u.hello.link_gbps        = 24.5;
     m.u.hello.version          = "layerkv 0.1.0";
+    m.u.hello.remote_kv_nodes  = 2;
+    m.u.hello.remote_kv_bytes  = 3ull << 32;
+    m.u.hello.remote_put_gbps  = 4.25;
+    m.u.hello.remote_get_gbps  = 5.5;
     round_trip(&m, &d);
     assert_int_equal(d.u.hello.rank, 3);
+    assert_int_equal(d.u.hello.remote_kv_nodes, 2);
+    assert_true(d.u.hello.remote_kv_bytes == (3ull << 32));
+    assert_true(d.u.hello.remote_put_gbps == 4.25);
+    assert_true(d.u.hello.remote_get_gbps == 5.5);
     assert_int_equal(d.u.hello.world_size, 4);
     assert_string_equal(d.u.hello.backend, "cuda");
     assert_true(d.u.hello.device_kv_blocks == (1ull << 33));
@@ -410,7 +418,9 @@ static void wire_hello_config_round_trip(void **state)
     m.u.config.host_kv_blocks   = 1024;
     m.u.config.max_seqs         = 256;
     m.u.config.max_batch_tokens = 2048;
+    m.u.config.remote_kv_blocks = 777;
     round_trip(&m, &d);
+    assert_true(d.u.config.remote_kv_blocks == 777);
     assert_string_equal(d.u.config.model, m.u.config.model);
     assert_int_equal(d.u.config.tp, 2);
     assert_int_equal(d.u.config.block_size, 16);

@@ -1,0 +1,180 @@
+/* test_policy_layerkv.c - the LAYERKV policy's SLO rules, driven by the fake
+ * executor: the TTFT guard admits a request one step ahead of its deadline,
+ * a request whose TTFT is lost is admitted as the baseline would, and a
+ * queue head whose TTFT (and the next request's) is lost is not offloaded. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "tests/unit/coordinator/sched_fake.h"
+
+#define L_TEST 8
+
+static lkv_sched_config_t small_cfg(int dev_blocks)
+{
+    lkv_sched_config_t c = lkv_sched_config_default();
+
+    c.policy                       = LKV_SCHED_POLICY_LAYERKV;
+    c.n_layers                     = L_TEST;
+    c.block_size                   = 16;
+    c.block_bytes                  = 1 << 16;
+    c.n_blocks[LKV_KV_TIER_DEVICE] = dev_blocks;
+    c.n_blocks[LKV_KV_TIER_HOST]   = 4096;
+    c.n_blocks[LKV_KV_TIER_REMOTE] = 0;
+    c.max_seqs                     = 64;
+    c.max_seq_len                  = 2048;
+    c.max_batch_tokens             = 4096;
+    c.watermark                    = 0.0f;
+    /* the prior matches the fake executor's cost */
+    c.pf_c0_ns = 5e6;
+    c.pf_c1_ns = 20000;
+    c.pf_c2_ns = 0;
+    c.dc_c0_ns = 5e6;
+    c.dc_c1_ns = 200000;
+    c.dc_c2_ns = 0;
+    return c;
+}
+
+static void mk(fx_req_t *r, uint64_t id, int n_prompt, int max_tokens,
+               int64_t arrival_ns, int64_t ttft_slo_ns, int64_t tpot_slo_ns)
+{
+    memset(r, 0, sizeof(*r));
+    r->id          = id;
+    r->n_prompt    = n_prompt;
+    r->max_tokens  = max_tokens;
+    r->arrival_ns  = arrival_ns;
+    r->ttft_slo_ns = ttft_slo_ns;
+    r->tpot_slo_ns = tpot_slo_ns;
+}
+
+static void expect_clean_run(lkv_sched_t *s, const fx_t *f,
+                             const fx_req_t *reqs, int n, const fx_run_t *run)
+{
+    lkv_sched_stats_t st;
+
+    assert_int_equal(run->stuck, 0);
+    assert_int_equal(run->invariant_failures, 0);
+    assert_int_equal(run->mirror_failures, 0);
+    assert_int_equal(run->event_errors, 0);
+    assert_int_equal(f->errors, 0);
+    assert_int_equal(f->stage_errors, 0);
+    for (int i = 0; i < n; i++) {
+        assert_true(reqs[i].finished);
+        assert_int_equal(reqs[i].reason, LKV_SCHED_FINISH_LENGTH);
+        assert_int_equal(reqs[i].n_tokens, reqs[i].max_tokens);
+    }
+    lkv_sched_stats(s, &st);
+    assert_true(lkv_sched_idle(s));
+    for (int t = 0; t < LKV_KV_TIER_COUNT; t++) {
+        assert_int_equal(st.blocks_used[t], 0);
+    }
+}
+
+/* Request 1's TPOT SLO (1 ms) is below every step, so once it has its first
+ * token its slack is negative and T_allow holds every admission back.
+ * Request 3 arrives at 1 ms, during the first step (requests 1 and 2, ~18
+ * ms of prefill). With a 100 ms TTFT SLO the TTFT guard admits it early
+ * enough to meet it (its first-token step, ~12 ms, counted one step
+ * ahead). With 14 ms its TTFT is lost when that step ends: it is then
+ * admitted as the baseline would (at once, nothing offloaded) instead of
+ * waiting behind T_allow until request 1 is done. */
+static void guard_admits_in_time_and_lost_requests_as_baseline(void **state)
+{
+    (void)state;
+    for (int late = 0; late < 2; late++) {
+        lkv_sched_config_t c   = small_cfg(400);
+        fx_req_t           reqs[3];
+        fx_t              *f   = calloc(1, sizeof(*f));
+        fx_run_t           run = {.max_steps = 5000, .check_every_step = 1};
+        lkv_sched_t       *s   = NULL;
+
+        assert_non_null(f);
+        mk(&reqs[0], 1, 32, 150, 0, -1, 1000000);
+        mk(&reqs[1], 2, 600, 2, 0, -1, -1);
+        mk(&reqs[2], 3, 64, 4, 1000000, late ? 14000000 : 100000000, -1);
+        fx_init(f, L_TEST);
+        assert_int_equal(lkv_sched_create(&c, &s), LKV_OK);
+        fx_run(s, f, reqs, 3, &run);
+        expect_clean_run(s, f, reqs, 3, &run);
+        printf("# TTFT SLO %d ms: queue %.1f ms, TTFT %.1f ms, anti-starved "
+               "%d (request 1 ends at %.1f ms)\n",
+               late ? 14 : 100, reqs[2].timing.queue_ns / 1e6,
+               (reqs[2].timing.first_token_ns - reqs[2].arrival_ns) / 1e6,
+               reqs[2].timing.anti_starved, reqs[0].timing.finish_ns / 1e6);
+        assert_true(reqs[2].timing.anti_starved);
+        assert_int_equal(reqs[2].timing.n_offloaded_layers, 0);
+        assert_true(reqs[2].timing.first_scheduled_ns <
+                    reqs[0].timing.last_token_ns);
+        if (late) {
+            assert_true(reqs[2].timing.ttft_violated);
+            assert_true(reqs[2].timing.queue_ns < 30000000);
+        } else {
+            assert_false(reqs[2].timing.ttft_violated);
+            assert_true(reqs[2].timing.queue_ns > 50000000);
+        }
+        lkv_sched_destroy(&s);
+        free(f);
+    }
+}
+
+/* Three 60-token requests (32 device blocks each, 4 output tokens: no
+ * growth past them) on a 90-block device: the third fits only by
+ * offloading layers. It arrives at 1 ms, during the first step (the other
+ * two, ~7 ms). With a TTFT SLO it can still meet, it is offloaded (LayerKV's
+ * point); with 14 ms (its first-token step takes ~12 ms: reachable without
+ * queueing, lost when that step ends)
+ * offloading saves no SLO, so it waits for room like the baseline (no
+ * layers placed off the device, nothing reloaded). */
+static void lost_queue_head_is_not_offloaded(void **state)
+{
+    (void)state;
+    for (int lost = 0; lost < 2; lost++) {
+        lkv_sched_config_t c   = small_cfg(90);
+        fx_req_t           reqs[3];
+        fx_t              *f   = calloc(1, sizeof(*f));
+        fx_run_t           run = {.max_steps = 5000, .check_every_step = 1};
+        lkv_sched_t       *s   = NULL;
+        lkv_sched_stats_t  st;
+
+        assert_non_null(f);
+        for (int i = 0; i < 3; i++) {
+            mk(&reqs[i], (uint64_t)i + 1, 60, 4, i < 2 ? 0 : 1000000,
+               lost ? 14000000 : 10000000000, -1);
+        }
+        fx_init(f, L_TEST);
+        assert_int_equal(lkv_sched_create(&c, &s), LKV_OK);
+        fx_run(s, f, reqs, 3, &run);
+        expect_clean_run(s, f, reqs, 3, &run);
+        lkv_sched_stats(s, &st);
+        printf("# TTFT %s: %llu layers offloaded, request 3 queued %.1f ms\n",
+               lost ? "lost" : "reachable",
+               (unsigned long long)st.offload_moves,
+               reqs[2].timing.queue_ns / 1e6);
+        if (lost) {
+            assert_int_equal(st.offload_moves, 0);
+            assert_int_equal(reqs[2].timing.n_offloaded_layers, 0);
+            /* it waited for a running request to finish */
+            assert_true(reqs[2].timing.first_scheduled_ns >=
+                        reqs[0].timing.finish_ns);
+        } else {
+            assert_true(st.offload_moves > 0);
+            assert_true(reqs[2].timing.n_offloaded_layers > 0);
+            assert_true(reqs[2].timing.first_scheduled_ns <
+                        reqs[0].timing.finish_ns);
+        }
+        lkv_sched_destroy(&s);
+        free(f);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(guard_admits_in_time_and_lost_requests_as_baseline),
+        cmocka_unit_test(lost_queue_head_is_not_offloaded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
