@@ -15,6 +15,34 @@
 
 #include "coordinator/scheduler.h"
 
+/* A small scheduler config whose time-model priors match the fake
+ * executor's cost: n_layers layers, dev_blocks device and 4096 host
+ * layer-blocks of 16 tokens, no remote tier, no watermark. */
+static inline lkv_sched_config_t fx_sched_config(lkv_sched_policy_t pol,
+                                                 int n_layers, int dev_blocks)
+{
+    lkv_sched_config_t c = lkv_sched_config_default();
+
+    c.policy                       = pol;
+    c.n_layers                     = n_layers;
+    c.block_size                   = 16;
+    c.block_bytes                  = 1 << 16;
+    c.n_blocks[LKV_KV_TIER_DEVICE] = dev_blocks;
+    c.n_blocks[LKV_KV_TIER_HOST]   = 4096;
+    c.n_blocks[LKV_KV_TIER_REMOTE] = 0;
+    c.max_seqs                     = 64;
+    c.max_seq_len                  = 2048;
+    c.max_batch_tokens             = 4096;
+    c.watermark                    = 0.0f;
+    c.pf_c0_ns                     = 5e6;
+    c.pf_c1_ns                     = 20000;
+    c.pf_c2_ns                     = 0;
+    c.dc_c0_ns                     = 5e6;
+    c.dc_c1_ns                     = 200000;
+    c.dc_c2_ns                     = 0;
+    return c;
+}
+
 #define FX_MAX_SEQS   256
 #define FX_MAX_LAYERS 32
 #define FX_MAX_BLK    256

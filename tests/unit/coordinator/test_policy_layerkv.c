@@ -15,27 +15,7 @@
 
 static lkv_sched_config_t small_cfg(int dev_blocks)
 {
-    lkv_sched_config_t c = lkv_sched_config_default();
-
-    c.policy                       = LKV_SCHED_POLICY_LAYERKV;
-    c.n_layers                     = L_TEST;
-    c.block_size                   = 16;
-    c.block_bytes                  = 1 << 16;
-    c.n_blocks[LKV_KV_TIER_DEVICE] = dev_blocks;
-    c.n_blocks[LKV_KV_TIER_HOST]   = 4096;
-    c.n_blocks[LKV_KV_TIER_REMOTE] = 0;
-    c.max_seqs                     = 64;
-    c.max_seq_len                  = 2048;
-    c.max_batch_tokens             = 4096;
-    c.watermark                    = 0.0f;
-    /* the prior matches the fake executor's cost */
-    c.pf_c0_ns = 5e6;
-    c.pf_c1_ns = 20000;
-    c.pf_c2_ns = 0;
-    c.dc_c0_ns = 5e6;
-    c.dc_c1_ns = 200000;
-    c.dc_c2_ns = 0;
-    return c;
+    return fx_sched_config(LKV_SCHED_POLICY_LAYERKV, L_TEST, dev_blocks);
 }
 
 static void mk(fx_req_t *r, uint64_t id, int n_prompt, int max_tokens,

@@ -15,27 +15,7 @@
 
 static lkv_sched_config_t small_cfg(lkv_sched_policy_t pol, int dev_blocks)
 {
-    lkv_sched_config_t c = lkv_sched_config_default();
-
-    c.policy                          = pol;
-    c.n_layers                        = L_TEST;
-    c.block_size                      = 16;
-    c.block_bytes                     = 1 << 16;
-    c.n_blocks[LKV_KV_TIER_DEVICE]    = dev_blocks;
-    c.n_blocks[LKV_KV_TIER_HOST]      = 4096;
-    c.n_blocks[LKV_KV_TIER_REMOTE]    = 0;
-    c.max_seqs                        = 64;
-    c.max_seq_len                     = 2048;
-    c.max_batch_tokens                = 4096;
-    c.watermark                       = 0.0f;
-    /* the prior matches the fake executor's cost */
-    c.pf_c0_ns = 5e6;
-    c.pf_c1_ns = 20000;
-    c.pf_c2_ns = 0;
-    c.dc_c0_ns = 5e6;
-    c.dc_c1_ns = 200000;
-    c.dc_c2_ns = 0;
-    return c;
+    return fx_sched_config(pol, L_TEST, dev_blocks);
 }
 
 /* Reference continuation of request r (what any correct schedule returns). */

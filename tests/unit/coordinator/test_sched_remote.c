@@ -21,26 +21,12 @@
 
 static lkv_sched_config_t remote_cfg(lkv_sched_decode_mode_t mode)
 {
-    lkv_sched_config_t c = lkv_sched_config_default();
+    lkv_sched_config_t c =
+        fx_sched_config(LKV_SCHED_POLICY_LAYERKV, L_TEST, 160);
 
-    c.policy                       = LKV_SCHED_POLICY_LAYERKV;
     c.decode_mode                  = mode;
-    c.n_layers                     = L_TEST;
-    c.block_size                   = 16;
-    c.block_bytes                  = 1 << 16;
-    c.n_blocks[LKV_KV_TIER_DEVICE] = 160;
     c.n_blocks[LKV_KV_TIER_HOST]   = 0; /* offloads must go remote */
     c.n_blocks[LKV_KV_TIER_REMOTE] = 4096;
-    c.max_seqs                     = 64;
-    c.max_seq_len                  = 2048;
-    c.max_batch_tokens             = 4096;
-    c.watermark                    = 0.0f;
-    c.pf_c0_ns                     = 5e6;
-    c.pf_c1_ns                     = 20000;
-    c.pf_c2_ns                     = 0;
-    c.dc_c0_ns                     = 5e6;
-    c.dc_c1_ns                     = 200000;
-    c.dc_c2_ns                     = 0;
     return c;
 }
 
