@@ -200,6 +200,8 @@ static void handle_request(lkv_kvnode_t *n, const void *data, size_t len,
         msgpack_pack_uint64(&pk, (uint64_t)lkv_ucx_mr_len(n->mr));
         pack_str(&pk, "block_bytes");
         msgpack_pack_uint64(&pk, n->cfg.block_bytes);
+        LKV_LOG_INFO("handed the region (%zu bytes) to a client",
+                     lkv_ucx_mr_len(n->mr));
     } else {
         reply_error(&pk, "unknown op (expected info or ping)");
     }

@@ -761,6 +761,18 @@ static void apply_result(plan_t *p, const lkv_step_result_t *res,
                 r->host[rec->layer] = false; /* stayed on the device */
                 r->n_host--;
             }
+            if (rec->kind == LKV_PLAN_MOVE_OFFLOAD &&
+                r->otier == LKV_KV_TIER_REMOTE && !e->remote_down) {
+                /* a failed put means the kvnode is gone or unusable: stop
+                 * planning offloads there, or every step would retry one
+                 * that cannot succeed and the pools never drain
+                 * (preemption by recompute takes over) */
+                LKV_LOG_ERROR("seq %" PRIu64 ": offload of layer %d to the "
+                              "remote tier failed; the remote tier is no "
+                              "longer used",
+                              r->seq_id, rec->layer);
+                e->remote_down = true;
+            }
         }
         if (!ok && rec->kind != LKV_PLAN_MOVE_OFFLOAD) {
             LKV_LOG_ERROR("seq %" PRIu64 ": %s of layer %d failed",

@@ -72,11 +72,16 @@ if failed and not re.search(r"prompt \d+ failed: (peer|.*lost|.*timed)", err, re
 sys.exit(bad)
 EOF
 
+# when: "start" kills the kvnode as soon as it has handed its region to the
+# run (the start-up link probe or the first offloads fail; every later
+# offload must stay on the device instead of being retried forever), "mid"
+# once the run is using it
 for tls in ${LKV_TEST_UCX_TLS:-tcp sm,self}; do
+  for when in start mid; do
     export UCX_TLS=$tls
-    echo "== UCX_TLS=$tls"
-    "$bin" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.05 \
-        2>"$tmp/kvnode.err" &
+    echo "== UCX_TLS=$tls, kill: $when"
+    LKV_LOG_LEVEL=info "$bin" kvnode --listen 'tcp://127.0.0.1:*' \
+        --capacity-gib 0.05 2>"$tmp/kvnode.err" &
     kp=$!
     ep=""
     for _ in $(seq 1 100); do
@@ -91,14 +96,19 @@ for tls in ${LKV_TEST_UCX_TLS:-tcp sm,self}; do
         --offload-layers interleave --decode-offloaded stream \
         --device-kv-blocks 400 >"$tmp/got.out" 2>"$tmp/got.err" &
     rp=$!
-    # kill once the run is using the kvnode (start-up under load can take
-    # longer than the whole generation on an idle machine)
-    for _ in $(seq 1 600); do
-        grep -q 'remote kv tier' "$tmp/got.err" 2>/dev/null && break
+    if [ "$when" = start ]; then
+        pat='handed the region'; log=$tmp/kvnode.err; pause=0
+    else
+        # start-up under load can take longer than the whole generation
+        # on an idle machine
+        pat='remote kv tier'; log=$tmp/got.err; pause=0.05
+    fi
+    for _ in $(seq 1 1200); do
+        grep -q "$pat" "$log" 2>/dev/null && break
         kill -0 "$rp" 2>/dev/null || break
-        sleep 0.05
+        sleep 0.01
     done
-    sleep 0.05
+    sleep $pause
     { kill -9 "$kp"; wait "$kp"; } 2>/dev/null
     kp=""
     wait "$rp"
@@ -108,6 +118,7 @@ for tls in ${LKV_TEST_UCX_TLS:-tcp sm,self}; do
     echo "run after kill: rc=$rc, ${el}s"
     if [ $rc -eq 124 ] || awk "BEGIN { exit !($el > 60) }"; then
         echo "FAIL the run did not end within the bound"
+        tail -5 "$tmp/got.err" | sed 's/^/  /'
         fail=1
     fi
 
@@ -115,6 +126,7 @@ for tls in ${LKV_TEST_UCX_TLS:-tcp sm,self}; do
         "$UCX_TLS" || fail=1
     grep -m1 'is down' "$tmp/got.err" | sed 's/^/  /'
     grep -m2 'failed:' "$tmp/got.err" | sed 's/^/  /'
+  done
 done
 
 # a dead kvnode before start: clear error within the bound
