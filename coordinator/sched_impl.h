@@ -92,6 +92,12 @@ typedef struct {
     bool    over_parked;  /* parked > max_parked x device pool */
     bool    force;        /* partial hook: nothing else can run; reload
                              ignoring the watermark */
+    int64_t dev_held;     /* device blocks that decodes waiting for copies
+                             in flight count on: sched_device_free leaves
+                             them out, so a reload, stream or admission in
+                             this step cannot take them (else an offload
+                             and a reload can trade the same blocks every
+                             step while the waiting decode never runs) */
 } sched_step_t;
 
 /* Policy hooks. Each returns what the shared plan builder needs. */

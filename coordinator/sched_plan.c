@@ -193,9 +193,14 @@ static lkv_status_t push_seq(lkv_sched_t *s, sched_req_t *r, int n_tokens,
 
 /* ---- helpers ------------------------------------------------------------- */
 
+/* Free device blocks less those held for decodes waiting on copies in
+ * flight (see sched_step_t.dev_held). */
 int32_t sched_device_free(const lkv_sched_t *s)
 {
-    return lkv_kv_free_blocks(s->kv, LKV_KV_TIER_DEVICE);
+    int64_t f = (int64_t)lkv_kv_free_blocks(s->kv, LKV_KV_TIER_DEVICE) -
+                s->step.dev_held;
+
+    return f > 0 ? (int32_t)f : 0;
 }
 
 int sched_staging_window(const lkv_sched_t *s)
@@ -592,7 +597,10 @@ static lkv_status_t place_decodes(lkv_sched_t *s)
                 chunk_needs(s, r, 1, need);
                 if (pending > 0 &&
                     pending + sched_device_free(s) >= need[LKV_KV_TIER_DEVICE]) {
-                    break; /* copies in flight free room: r waits a step */
+                    /* copies in flight free room: r waits, and what is
+                     * free now stays for it */
+                    s->step.dev_held += need[LKV_KV_TIER_DEVICE];
+                    break;
                 }
             }
             v = pick_victim(s, i, s->cfg.policy == LKV_SCHED_POLICY_LAYERKV);

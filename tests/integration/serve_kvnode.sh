@@ -6,10 +6,12 @@
 # UCX shared memory, and layers did go to the remote tier (stats). Then the
 # same with `layerkv coordinator` + `layerkv worker --kvnode` as separate
 # processes (UCX TCP).
-# Offloaded layers come back by streaming (--decode-offloaded stream):
-# with reloads, whose remote copies finish in later steps, the layerkv
-# policy's swap preemption can ping-pong two requests (reported to the
-# scheduler's owner; see docs/ucx.md "Serving").
+# Offloaded layers come back the default way (auto: reload or stream);
+# the coordinator + worker part runs once per --decode-offloaded mode.
+# Remote reloads finish steps later, which once let a reload take the
+# blocks a decode waited for while the swap preemption offloaded another
+# request, every step, forever (two requests ping-ponging; the clients
+# time out): this test catches that.
 # LKV_KVNODE_CLIENTS overrides the number of concurrent clients (24).
 set -euo pipefail
 lkv=${1:?usage: serve_kvnode.sh LAYERKV SRCDIR}
@@ -52,7 +54,7 @@ run_clients() {
     for c in $(seq 0 $((n_clients - 1))); do
         local i=$((c % n_prompts))
         "$lkv" generate --server "$ep" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-            --temperature 0 --timeout-s 180 >"$tmp/gen$c.out" 2>"$tmp/gen$c.err" &
+            --temperature 0 --timeout-s 60 >"$tmp/gen$c.out" 2>"$tmp/gen$c.err" &
         pids+=($!)
     done
     for c in $(seq 0 $((n_clients - 1))); do
@@ -89,7 +91,7 @@ for tls in tcp sm,self; do
     ep="tcp://127.0.0.1:$port"
     start_bg "serve-$tls" "$lkv" serve --model "$model" --listen "$ep" \
         --metrics-listen none --device-kv-blocks $dev_blocks --host-kv-blocks 0 \
-        --threads 1 --decode-offloaded stream --kvnode "$kvnode_ep"
+        --threads 1 --kvnode "$kvnode_ep"
     srv=$last_pid
     wait_health "$ep" "$srv"
     run_clients "$ep" "serve --kvnode (UCX_TLS=$tls)"
@@ -101,30 +103,34 @@ done
 
 # separate processes: the worker owns the remote tier
 export UCX_TLS=tcp
-start_kvnode
-port=$(free_port)
-ep="tcp://127.0.0.1:$port"
-wep="tcp://127.0.0.1:$(free_port)"
-start_bg coord "$lkv" coordinator --model "$model" --listen "$ep" --workers-listen "$wep" \
-    --metrics-listen none --device-kv-blocks $dev_blocks --host-kv-blocks 0 \
-    --decode-offloaded stream
-coord=$last_pid
-start_bg worker "$lkv" worker --coordinator "$wep" --threads 1 --kvnode "$kvnode_ep"
-worker=$last_pid
-wait_health "$ep" "$coord"
-for _ in $(seq 150); do
-    [ "$(stats_field "$ep" 's["n_instances_up"]')" = 1 ] && break
-    sleep 0.2
+for mode in auto reload stream; do
+    start_kvnode
+    port=$(free_port)
+    ep="tcp://127.0.0.1:$port"
+    wep="tcp://127.0.0.1:$(free_port)"
+    start_bg "coord-$mode" "$lkv" coordinator --model "$model" --listen "$ep" \
+        --workers-listen "$wep" --metrics-listen none --device-kv-blocks $dev_blocks \
+        --host-kv-blocks 0 --decode-offloaded $mode
+    coord=$last_pid
+    start_bg "worker-$mode" "$lkv" worker --coordinator "$wep" --threads 1 \
+        --kvnode "$kvnode_ep"
+    worker=$last_pid
+    wait_health "$ep" "$coord"
+    for _ in $(seq 150); do
+        [ "$(stats_field "$ep" 's["n_instances_up"]')" = 1 ] && break
+        sleep 0.2
+    done
+    [ "$(stats_field "$ep" 's["n_instances_up"]')" = 1 ] || fail "the worker did not attach"
+    run_clients "$ep" "coordinator + worker --kvnode, decode $mode"
+    check_remote "$ep" "coordinator + worker --kvnode, decode $mode"
+    stop_bg "$coord"
+    [ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
+    for _ in $(seq 100); do kill -0 "$worker" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$worker" 2>/dev/null && fail "worker did not exit after the coordinator's shutdown"
+    set +e; wait "$worker"; wrc=$?; set -e
+    [ "$wrc" = 0 ] || fail "worker exited $wrc"
+    stop_bg "$kvnode_pid"
 done
-[ "$(stats_field "$ep" 's["n_instances_up"]')" = 1 ] || fail "the worker did not attach"
-run_clients "$ep" "coordinator + worker --kvnode"
-check_remote "$ep" "coordinator + worker --kvnode"
-stop_bg "$coord"
-[ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
-for _ in $(seq 100); do kill -0 "$worker" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$worker" 2>/dev/null && fail "worker did not exit after the coordinator's shutdown"
-set +e; wait "$worker"; wrc=$?; set -e
-[ "$wrc" = 0 ] || fail "worker exited $wrc"
 
 # `layerkv coordinator --kvnode` is a usage error that says where it goes
 set +e

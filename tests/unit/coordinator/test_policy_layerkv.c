@@ -1,7 +1,8 @@
 /* test_policy_layerkv.c - the LAYERKV policy's SLO rules, driven by the fake
  * executor: the TTFT guard admits a request one step ahead of its deadline,
  * a request whose TTFT is lost is admitted as the baseline would, and a
- * queue head whose TTFT (and the next request's) is lost is not offloaded. */
+ * queue head whose TTFT (and the next request's) is lost is not offloaded,
+ * and swap preemption and reloads never trade the same blocks forever. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -150,11 +151,71 @@ static void lost_queue_head_is_not_offloaded(void **state)
     }
 }
 
+/* The serving shape that once livelocked (serve_kvnode.sh with reloads):
+ * 5 layers, 60 device blocks, no host pool (offloads go to a remote tier),
+ * 24 short requests at once, copies that finish steps later. A decode
+ * crossing a block boundary needed 5 blocks with 4 free: swap preemption
+ * offloaded a newer request (4 blocks in flight, so the decode waited),
+ * and in the same step the policy reloaded another one into the 4 free
+ * blocks; next step the same again with the roles swapped, for ever. The
+ * blocks a waiting decode counts on are now held from reloads, streams and
+ * admissions. Every mode and copy delay must finish, in a bounded number
+ * of steps and swaps. */
+static void swap_and_reload_do_not_ping_pong(void **state)
+{
+    static const lkv_sched_decode_mode_t modes[] = {
+        LKV_SCHED_DECODE_AUTO, LKV_SCHED_DECODE_RELOAD,
+        LKV_SCHED_DECODE_STREAM};
+    enum { N = 24, L = 5 };
+
+    (void)state;
+    for (int mi = 0; mi < 3; mi++) {
+        for (int delay = 0; delay <= 3; delay++) {
+            lkv_sched_config_t c = fx_sched_config(LKV_SCHED_POLICY_LAYERKV,
+                                                   L, 60);
+            fx_req_t          *reqs = calloc(N, sizeof(*reqs));
+            fx_t              *f    = calloc(1, sizeof(*f));
+            fx_run_t           run  = {.max_steps = 20000,
+                                       .check_every_step = 1};
+            lkv_sched_t       *s    = NULL;
+            lkv_sched_stats_t  st;
+
+            assert_non_null(reqs);
+            assert_non_null(f);
+            c.decode_mode                  = modes[mi];
+            c.n_blocks[LKV_KV_TIER_HOST]   = 0;
+            c.n_blocks[LKV_KV_TIER_REMOTE] = 5242;
+            for (int i = 0; i < N; i++) {
+                mk(&reqs[i], (uint64_t)i + 1, 4 + (i % 6) * 2, 40, 0, -1,
+                   -1);
+            }
+            fx_init(f, L);
+            f->move_delay = delay;
+            assert_int_equal(lkv_sched_create(&c, &s), LKV_OK);
+            fx_run(s, f, reqs, N, &run);
+            lkv_sched_stats(s, &st);
+            printf("# decode mode %d, copies done after %d step(s): %d "
+                   "steps, %llu swap and %llu recompute preemptions\n",
+                   (int)modes[mi], delay, run.steps,
+                   (unsigned long long)st.swap_preemptions,
+                   (unsigned long long)st.preemptions);
+            expect_clean_run(s, f, reqs, N, &run);
+            /* 24 x 40 tokens at >= 3 decodes a step: a few hundred steps */
+            assert_true(run.steps < 2000);
+            assert_true(st.swap_preemptions < 500);
+            lkv_sched_destroy(&s);
+            free(f);
+            free(reqs);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(guard_admits_in_time_and_lost_requests_as_baseline),
         cmocka_unit_test(lost_queue_head_is_not_offloaded),
+        cmocka_unit_test(swap_and_reload_do_not_ping_pong),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
