@@ -19,12 +19,7 @@ n_clients=32
 max_tokens=30
 prompts=("Once upon a time" "The little dog" "Lily and Ben went to the park"
          "One day, a big bird" "Tom had a red ball. He" "Mom said")
-n_prompts=${#prompts[@]}
-for i in $(seq 0 $((n_prompts - 1))); do
-    "$lkv" run --model "$model" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-        --temperature 0 --threads 1 >"$tmp/ref$i.out" 2>"$tmp/ref$i.err" \
-        || fail "layerkv run: $(cat "$tmp/ref$i.err")"
-done
+make_refs
 
 for par in "--tp 2" "--pp 2"; do
     ep="tcp://127.0.0.1:$(free_port)"
@@ -37,30 +32,9 @@ for par in "--tp 2" "--pp 2"; do
         --threads 1 $par
     workers=$last_pid
     wait_health "$ep" "$coord"
-    for _ in $(seq 100); do
-        [ "$(stats_field "$ep" 's["n_instances_up"]')" = 2 ] && break
-        sleep 0.2
-    done
-    [ "$(stats_field "$ep" 's["n_instances_up"]')" = 2 ] || fail "$par: not both instances joined"
+    wait_instances "$ep" 2
 
-    pids=()
-    for c in $(seq 0 $((n_clients - 1))); do
-        i=$((c % n_prompts))
-        "$lkv" generate --server "$ep" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-            --temperature 0 --timeout-s 120 >"$tmp/gen$c.out" 2>"$tmp/gen$c.err" &
-        pids+=($!)
-    done
-    bad=0
-    for c in $(seq 0 $((n_clients - 1))); do
-        wait "${pids[$c]}" || { echo "$tag: client $c failed: $(cat "$tmp/gen$c.err")" >&2; bad=1; }
-    done
-    [ $bad = 0 ] || fail "$par: some clients failed"
-    for c in $(seq 0 $((n_clients - 1))); do
-        i=$((c % n_prompts))
-        cmp -s "$tmp/gen$c.out" "$tmp/ref$i.out" ||
-            fail "$par: client $c (prompt '${prompts[$i]}') got '$(cat "$tmp/gen$c.out")', layerkv run printed '$(cat "$tmp/ref$i.out")'"
-    done
-    echo "$tag: $n_clients clients over 2 instances ($par) match layerkv run" >&2
+    run_clients "$ep" "2 instances ($par)"
     [ "$(stats_field "$ep" 's["bytes_offloaded"] > 0')" = True ] || fail "$par: no offload happened"
 
     stop_bg "$coord"

@@ -1,8 +1,12 @@
 # serve_common.bash - helpers sourced by tests/integration/serve_*.sh (not a
 # test itself: the .bash suffix keeps it out of ctest's *.sh glob).
 # Provides: $py (python3 with pyzmq + msgpack), free_port, start_bg NAME CMD...
-# (background process, killed on exit), wait_health ENDPOINT [WANT_UP],
-# stats_json ENDPOINT FILE, fail MSG, $tmp (removed on exit).
+# (background process, killed on exit), stop_bg PID, wait_health ENDPOINT PID,
+# wait_instances ENDPOINT N, stats_field ENDPOINT EXPR, fail MSG, $tmp
+# (removed on exit); with prompts=(...), $model and $max_tokens set:
+# make_refs (what `layerkv run` prints for each prompt alone) and
+# run_clients ENDPOINT LABEL (n_clients concurrent greedy generates that
+# must print exactly that).
 # Callers set $lkv, $src and $tag first.
 
 py=""
@@ -78,4 +82,52 @@ stats_field() {
     "$lkv" stats --server "$1" --json >"$tmp/stats.json" || fail "stats query failed"
     "$py" -c 'import json,sys; s=json.load(open(sys.argv[1]))["stats"]; print(eval(sys.argv[2]))' \
         "$tmp/stats.json" "$2"
+}
+
+# wait_instances ENDPOINT N : until N instances report up (20 s)
+wait_instances() {
+    local ep=$1 n=$2
+    for _ in $(seq 100); do
+        [ "$(stats_field "$ep" 's["n_instances_up"]')" = "$n" ] && return 0
+        sleep 0.2
+    done
+    fail "$ep: $(stats_field "$ep" 's["n_instances_up"]') of $n instances up after 20 s (a worker did not attach)"
+}
+
+# make_refs : $tmp/refI.out = `layerkv run` of prompts[I] alone (all KV on
+# the device); sets n_prompts
+make_refs() {
+    n_prompts=${#prompts[@]}
+    for i in $(seq 0 $((n_prompts - 1))); do
+        "$lkv" run --model "$model" --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+            --temperature 0 --threads 1 >"$tmp/ref$i.out" 2>"$tmp/ref$i.err" \
+            || fail "layerkv run: $(cat "$tmp/ref$i.err")"
+    done
+}
+
+# run_clients ENDPOINT LABEL : n_clients concurrent greedy generates (client
+# c asks prompts[c % n_prompts]); each must print exactly its reference.
+# $client_timeout_s (default 120) bounds a silent server.
+run_clients() {
+    local ep=$1 label=$2 pids=() bad=0 c i
+    for c in $(seq 0 $((n_clients - 1))); do
+        i=$((c % n_prompts))
+        "$lkv" generate --server "$ep" --prompt "${prompts[$i]}" --max-tokens "$max_tokens" \
+            --temperature 0 --timeout-s "${client_timeout_s:-120}" \
+            >"$tmp/gen$c.out" 2>"$tmp/gen$c.err" &
+        pids+=($!)
+    done
+    for c in $(seq 0 $((n_clients - 1))); do
+        if ! wait "${pids[$c]}"; then
+            echo "$tag: $label: client $c failed: $(cat "$tmp/gen$c.err")" >&2
+            bad=1
+        fi
+    done
+    [ "$bad" = 0 ] || fail "$label: some clients failed"
+    for c in $(seq 0 $((n_clients - 1))); do
+        i=$((c % n_prompts))
+        cmp -s "$tmp/gen$c.out" "$tmp/ref$i.out" || \
+            fail "$label: client $c (prompt '${prompts[$i]}') got '$(cat "$tmp/gen$c.out")', layerkv run printed '$(cat "$tmp/ref$i.out")'"
+    done
+    echo "$tag: $label: $n_clients clients match layerkv run" >&2
 }

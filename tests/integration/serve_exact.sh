@@ -26,36 +26,7 @@ prompts=("Once upon a time" "The little dog" "Lily and Ben went to the park"
          "Mom said" "There was a tree")
 n_prompts=${#prompts[@]}
 
-# reference: `layerkv run` of each prompt alone (all KV on the device)
-for i in $(seq 0 $((n_prompts - 1))); do
-    "$lkv" run --model "$model" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-        --temperature 0 --threads 1 >"$tmp/ref$i.out" 2>"$tmp/ref$i.err" \
-        || fail "layerkv run: $(cat "$tmp/ref$i.err")"
-done
-
-# run_clients ENDPOINT LABEL : n_clients concurrent generates, compare outputs
-run_clients() {
-    local ep=$1 label=$2 pids=() bad=0
-    for c in $(seq 0 $((n_clients - 1))); do
-        local i=$((c % n_prompts))
-        "$lkv" generate --server "$ep" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-            --temperature 0 --timeout-s 120 >"$tmp/gen$c.out" 2>"$tmp/gen$c.err" &
-        pids+=($!)
-    done
-    for c in $(seq 0 $((n_clients - 1))); do
-        if ! wait "${pids[$c]}"; then
-            echo "$tag: $label: client $c failed: $(cat "$tmp/gen$c.err")" >&2
-            bad=1
-        fi
-    done
-    [ "$bad" = 0 ] || fail "$label: some clients failed"
-    for c in $(seq 0 $((n_clients - 1))); do
-        local i=$((c % n_prompts))
-        cmp -s "$tmp/gen$c.out" "$tmp/ref$i.out" || \
-            fail "$label: client $c (prompt '${prompts[$i]}') got '$(cat "$tmp/gen$c.out")', layerkv run printed '$(cat "$tmp/ref$i.out")'"
-    done
-    echo "$tag: $label: $n_clients clients match layerkv run" >&2
-}
+make_refs
 
 for policy in layerkv baseline; do
     port=$(free_port); mport=$(free_port)
@@ -94,11 +65,7 @@ for wt in tcp ipc; do
         workers+=($last_pid)
     done
     wait_health "$ep" "$coord"
-    for _ in $(seq 100); do
-        [ "$(stats_field "$ep" 's["n_instances_up"]')" = $n_inst ] && break
-        sleep 0.2
-    done
-    [ "$(stats_field "$ep" 's["n_instances_up"]')" = $n_inst ] || fail "$wt: not every instance has a worker"
+    wait_instances "$ep" $n_inst
     n_clients=$split_clients run_clients "$ep" "coordinator + $n_inst worker(s) over $wt"
     [ "$(stats_field "$ep" 's["bytes_offloaded"] > 0')" = True ] || fail "$wt: no offload happened"
     [ "$(stats_field "$ep" 'all(i["n_steps"] > 0 for i in s["instances"])')" = True ] || \

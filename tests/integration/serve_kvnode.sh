@@ -27,13 +27,8 @@ export UCX_WARN_UNUSED_ENV_VARS=n UCX_HANDLE_ERRORS=none
 
 prompts=("Once upon a time" "The little dog" "Lily and Ben went to the park"
          "One day, a big bird" "Tom had a red ball. He" "The sun was hot and")
-n_prompts=${#prompts[@]}
-
-for i in $(seq 0 $((n_prompts - 1))); do
-    "$lkv" run --model "$model" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-        --temperature 0 --threads 1 >"$tmp/ref$i.out" 2>"$tmp/ref$i.err" \
-        || fail "layerkv run: $(cat "$tmp/ref$i.err")"
-done
+make_refs
+client_timeout_s=60
 
 # start_kvnode : a kvnode on an ephemeral port; sets kvnode_ep
 start_kvnode() {
@@ -47,29 +42,6 @@ start_kvnode() {
         sleep 0.05
     done
     fail "kvnode did not start"
-}
-
-run_clients() {
-    local ep=$1 label=$2 pids=() bad=0
-    for c in $(seq 0 $((n_clients - 1))); do
-        local i=$((c % n_prompts))
-        "$lkv" generate --server "$ep" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-            --temperature 0 --timeout-s 60 >"$tmp/gen$c.out" 2>"$tmp/gen$c.err" &
-        pids+=($!)
-    done
-    for c in $(seq 0 $((n_clients - 1))); do
-        if ! wait "${pids[$c]}"; then
-            echo "$tag: $label: client $c failed: $(cat "$tmp/gen$c.err")" >&2
-            bad=1
-        fi
-    done
-    [ "$bad" = 0 ] || fail "$label: some clients failed"
-    for c in $(seq 0 $((n_clients - 1))); do
-        local i=$((c % n_prompts))
-        cmp -s "$tmp/gen$c.out" "$tmp/ref$i.out" || \
-            fail "$label: client $c (prompt '${prompts[$i]}') got '$(cat "$tmp/gen$c.out")', layerkv run printed '$(cat "$tmp/ref$i.out")'"
-    done
-    echo "$tag: $label: $n_clients clients match layerkv run" >&2
 }
 
 # check_remote ENDPOINT LABEL : the remote tier was sized and used, and is
@@ -116,11 +88,7 @@ for mode in auto reload stream; do
         --kvnode "$kvnode_ep"
     worker=$last_pid
     wait_health "$ep" "$coord"
-    for _ in $(seq 150); do
-        [ "$(stats_field "$ep" 's["n_instances_up"]')" = 1 ] && break
-        sleep 0.2
-    done
-    [ "$(stats_field "$ep" 's["n_instances_up"]')" = 1 ] || fail "the worker did not attach"
+    wait_instances "$ep" 1
     run_clients "$ep" "coordinator + worker --kvnode, decode $mode"
     check_remote "$ep" "coordinator + worker --kvnode, decode $mode"
     stop_bg "$coord"

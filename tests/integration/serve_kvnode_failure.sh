@@ -23,12 +23,7 @@ export LKV_UCX_TIMEOUT_MS=2000
 
 prompts=("Story 1: Once upon a time" "Story 2: The little dog"
          "Story 3: Lily and Ben went to the park" "Story 4: One day, a big bird")
-n_prompts=${#prompts[@]}
-for i in $(seq 0 $((n_prompts - 1))); do
-    "$lkv" run --model "$model" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-        --temperature 0 --threads 1 >"$tmp/ref$i.out" 2>"$tmp/ref$i.err" \
-        || fail "layerkv run: $(cat "$tmp/ref$i.err")"
-done
+make_refs
 
 start_bg kvnode "$lkv" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.05
 kvnode_pid=$last_pid

@@ -17,12 +17,7 @@ export UCX_WARN_UNUSED_ENV_VARS=n UCX_HANDLE_ERRORS=none
 
 prompts=("Once upon a time" "The little dog" "Lily and Ben went to the park"
          "One day, a big bird")
-n_prompts=${#prompts[@]}
-for i in $(seq 0 $((n_prompts - 1))); do
-    "$lkv" run --model "$model" --prompt "${prompts[$i]}" --max-tokens $max_tokens \
-        --temperature 0 --threads 1 >"$tmp/ref$i.out" 2>"$tmp/ref$i.err" \
-        || fail "layerkv run: $(cat "$tmp/ref$i.err")"
-done
+make_refs
 
 # clients EP LABEL N : N concurrent generates in the background (pids in cpids)
 clients() {
