@@ -6,6 +6,7 @@
  */
 #define LKV_LOG_MODULE "bench"
 #include "bench/bench.h"
+#include "bench/summary_keys.h"
 
 #include <errno.h>
 #include <math.h>
@@ -470,35 +471,14 @@ lkv_status_t lkv_bench_summarise(const lkv_bench_req_t *reqs,
 void lkv_bench_summary_write_json(const lkv_bench_summary_t *s, int indent,
                                   FILE *f)
 {
-#define JD(name_) fprintf(f, "%*s\"" #name_ "\": %.9g,\n", indent, "", s->name_)
+#define JD(name_) fprintf(f, "%*s\"" #name_ "\": %.9g,\n", indent, "", s->name_);
 #define JI(name_)                                                   \
-    fprintf(f, "%*s\"" #name_ "\": %lld,\n", indent, "", (long long)s->name_)
-    JI(n_requests);
-    JI(n_completed);
-    JI(n_failed);
-    JI(n_rejected);
-    JD(mean_ttft_s);
-    JD(p50_ttft_s);
-    JD(p90_ttft_s);
-    JD(p99_ttft_s);
-    JD(mean_queue_s);
-    JD(p99_queue_s);
-    JD(mean_prefill_s);
-    JD(mean_tpot_s);
-    JD(p50_tpot_s);
-    JD(p99_tpot_s);
-    JD(mean_e2e_s);
-    JD(slo_violation_rate);
-    JD(ttft_attainment);
-    JD(tpot_attainment);
-    JD(throughput_tok_s);
-    JD(throughput_req_s);
-    JD(makespan_s);
-    JI(output_tokens);
-    JI(prompt_tokens);
-    JD(mean_client_ttft_s);
-    JD(p99_client_ttft_s);
-    JD(mean_submit_delay_s);
+    fprintf(f, "%*s\"" #name_ "\": %lld,\n", indent, "", (long long)s->name_);
+    LKV_SUMMARY_KEYS(JD, JI)
+    JI(prompt_tokens)
+    JD(mean_client_ttft_s)
+    JD(p99_client_ttft_s)
+    JD(mean_submit_delay_s)
 #undef JD
 #undef JI
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "bench/summary_keys.h"
 #include "common/log.h"
 #include "sim/sim_exec.h"
 
@@ -663,47 +664,27 @@ void lkv_sim_result_write_json(const lkv_sim_result_t *r,
             cfg->no_slo_scheduler ? "true" : "false",
             cfg->sync_offload ? "true" : "false",
             cfg->contiguous_layers ? "true" : "false");
-#define JD(name_) fprintf(f, "  \"" #name_ "\": %.9g,\n", r->name_)
-#define JI(name_) fprintf(f, "  \"" #name_ "\": %lld,\n", (long long)r->name_)
-    JI(n_requests);
-    JI(n_completed);
-    JI(n_failed);
-    JI(n_rejected);
-    JD(mean_ttft_s);
-    JD(p50_ttft_s);
-    JD(p90_ttft_s);
-    JD(p99_ttft_s);
-    JD(mean_queue_s);
-    JD(p99_queue_s);
-    JD(mean_prefill_s);
-    JD(mean_tpot_s);
-    JD(p50_tpot_s);
-    JD(p99_tpot_s);
-    JD(mean_e2e_s);
-    JD(slo_violation_rate);
-    JD(ttft_attainment);
-    JD(tpot_attainment);
-    JD(throughput_tok_s);
-    JD(throughput_req_s);
-    JD(makespan_s);
-    JI(output_tokens);
-    JI(preemptions);
-    JI(offload_moves);
-    JI(reload_moves);
-    JI(stage_moves);
-    JI(anti_starvation_admits);
-    JI(offloaded_bytes);
-    JI(reloaded_bytes);
-    JI(staged_bytes);
-    JI(steps);
-    JI(wait_steps);
-    JD(mean_offloaded_layers);
-    JD(frac_offloaded);
-    JD(compute_util);
-    JD(link_d2h_util);
-    JD(link_h2d_util);
-    JD(copy_tail_s);
-    JI(device_blocks);
+#define JD(name_) fprintf(f, "  \"" #name_ "\": %.9g,\n", r->name_);
+#define JI(name_)                                                              \
+    fprintf(f, "  \"" #name_ "\": %lld,\n", (long long)r->name_);
+    LKV_SUMMARY_KEYS(JD, JI)
+    JI(preemptions)
+    JI(offload_moves)
+    JI(reload_moves)
+    JI(stage_moves)
+    JI(anti_starvation_admits)
+    JI(offloaded_bytes)
+    JI(reloaded_bytes)
+    JI(staged_bytes)
+    JI(steps)
+    JI(wait_steps)
+    JD(mean_offloaded_layers)
+    JD(frac_offloaded)
+    JD(compute_util)
+    JD(link_d2h_util)
+    JD(link_h2d_util)
+    JD(copy_tail_s)
+    JI(device_blocks)
 #undef JD
 #undef JI
     fprintf(f, "  \"sim_wall_s\": %.6g\n}\n", r->sim_wall_s);
