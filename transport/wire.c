@@ -291,6 +291,37 @@ static const msgpack_object *field(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+/* Optional array member `key` of map m: *arr_p = the array (NULL when the
+ * key is absent, and nothing else is set), *v_p = n + 1 zeroed elements of
+ * elem bytes from the message arena, *n_p = n. */
+static lkv_status_t get_array(dctx_t *c, const msgpack_object *m,
+                              const char *key, size_t elem,
+                              const msgpack_object **arr_p, void **v_p,
+                              uint32_t *n_p)
+{
+    const msgpack_object *a = field(m, key);
+    void                 *v;
+    uint32_t              n;
+
+    *arr_p = NULL;
+    if (a == NULL) {
+        return LKV_OK;
+    }
+    if (a->type != MSGPACK_OBJECT_ARRAY) {
+        return fail(c, LKV_ERR_INVALID, "'%s': expected an array", key);
+    }
+    n = a->via.array.size;
+    v = wire_arena_alloc(&c->msg->arena, elem * ((size_t)n + 1));
+    if (v == NULL) {
+        return fail(c, LKV_ERR_NOMEM, "out of memory for '%s'", key);
+    }
+    memset(v, 0, elem * ((size_t)n + 1));
+    *arr_p = a;
+    *v_p   = v;
+    *n_p   = n;
+    return LKV_OK;
+}
+
 static bool obj_u64(const msgpack_object *o, uint64_t *v)
 {
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -850,46 +881,32 @@ static lkv_status_t dec_step_plan(dctx_t *c, const msgpack_object *m)
     lkv_step_plan_t      *p = &c->msg->u.step_plan;
     const msgpack_object *a;
     uint64_t              u;
+    void                 *vv = NULL;
+    uint32_t              n  = 0;
 
     LKV_CHECK(get_uint(c, m, "step_id", true, UINT64_MAX, 0, &u));
     p->step_id = u;
 
-    a = field(m, "seqs");
+    LKV_CHECK(get_array(c, m, "seqs", sizeof(lkv_plan_seq_t), &a, &vv,
+                        &n));
     if (a != NULL) {
-        if (a->type != MSGPACK_OBJECT_ARRAY) {
-            return fail(c, LKV_ERR_INVALID, "'seqs': expected an array");
-        }
-        uint32_t        n = a->via.array.size;
-        lkv_plan_seq_t *v = wire_arena_alloc(&c->msg->arena,
-                                             sizeof(*v) * (n + 1));
-        if (v == NULL) {
-            return fail(c, LKV_ERR_NOMEM, "out of memory for 'seqs'");
-        }
+        lkv_plan_seq_t *v = vv;
         for (uint32_t i = 0; i < n; i++) {
-            memset(&v[i], 0, sizeof(v[i]));
             LKV_CHECK(dec_seq_tuple(c, &a->via.array.ptr[i], i, &v[i]));
         }
         p->seqs   = v;
         p->n_seqs = (int32_t)n;
     }
 
-    a = field(m, "appends");
+    LKV_CHECK(get_array(c, m, "appends", sizeof(lkv_plan_append_t), &a, &vv,
+                        &n));
     if (a != NULL) {
-        if (a->type != MSGPACK_OBJECT_ARRAY) {
-            return fail(c, LKV_ERR_INVALID, "'appends': expected an array");
-        }
-        uint32_t           n = a->via.array.size;
-        lkv_plan_append_t *v = wire_arena_alloc(&c->msg->arena,
-                                                sizeof(*v) * (n + 1));
-        if (v == NULL) {
-            return fail(c, LKV_ERR_NOMEM, "out of memory for 'appends'");
-        }
+        lkv_plan_append_t *v = vv;
         for (uint32_t i = 0; i < n; i++) {
             const msgpack_object *t = &a->via.array.ptr[i];
             int64_t               x;
             uint64_t              tier;
 
-            memset(&v[i], 0, sizeof(v[i]));
             if (!tuple_ok(t, 4)) {
                 return fail(c, LKV_ERR_INVALID,
                             "'appends[%u]': expected [seq_id, layer, tier, "
@@ -915,24 +932,16 @@ static lkv_status_t dec_step_plan(dctx_t *c, const msgpack_object *m)
         p->n_appends = (int32_t)n;
     }
 
-    a = field(m, "moves");
+    LKV_CHECK(get_array(c, m, "moves", sizeof(lkv_plan_move_t), &a, &vv,
+                        &n));
     if (a != NULL) {
-        if (a->type != MSGPACK_OBJECT_ARRAY) {
-            return fail(c, LKV_ERR_INVALID, "'moves': expected an array");
-        }
-        uint32_t         n = a->via.array.size;
-        lkv_plan_move_t *v = wire_arena_alloc(&c->msg->arena,
-                                              sizeof(*v) * (n + 1));
-        if (v == NULL) {
-            return fail(c, LKV_ERR_NOMEM, "out of memory for 'moves'");
-        }
+        lkv_plan_move_t *v = vv;
         for (uint32_t i = 0; i < n; i++) {
             const msgpack_object *t = &a->via.array.ptr[i];
             int64_t               x;
             uint64_t              kind, st, dt;
             int32_t               n_dst = 0;
 
-            memset(&v[i], 0, sizeof(v[i]));
             if (!tuple_ok(t, 8)) {
                 return fail(c, LKV_ERR_INVALID,
                             "'moves[%u]': expected [move_id, seq_id, layer, "
@@ -984,22 +993,17 @@ static lkv_status_t dec_step_result(dctx_t *c, const msgpack_object *m)
     const msgpack_object *a;
     uint64_t              u;
     int64_t               i;
+    void                 *vv = NULL;
+    uint32_t              n  = 0;
 
     LKV_CHECK(get_uint(c, m, "step_id", true, UINT64_MAX, 0, &u));
     r->step_id = u;
     LKV_CHECK(get_int(c, m, "status", false, INT32_MIN, INT32_MAX, 0, &i));
     r->status = (int32_t)i;
-    a         = field(m, "seqs");
+    LKV_CHECK(get_array(c, m, "seqs", sizeof(lkv_result_seq_t), &a, &vv,
+                        &n));
     if (a != NULL) {
-        if (a->type != MSGPACK_OBJECT_ARRAY) {
-            return fail(c, LKV_ERR_INVALID, "'seqs': expected an array");
-        }
-        uint32_t          n = a->via.array.size;
-        lkv_result_seq_t *v = wire_arena_alloc(&c->msg->arena,
-                                               sizeof(*v) * (n + 1));
-        if (v == NULL) {
-            return fail(c, LKV_ERR_NOMEM, "out of memory for 'seqs'");
-        }
+        lkv_result_seq_t *v = vv;
         for (uint32_t k = 0; k < n; k++) {
             const msgpack_object *t = &a->via.array.ptr[k];
             int64_t               tok, st;
