@@ -682,15 +682,43 @@ static void handle_health(lkv_core_t *c, const lkv_zmq_peer_t *peer,
     }
 }
 
+/* One "key": value member of a msgpack map being written. */
+static void w_kv_i64(lkv_wire_buf_t *b, const char *key, int64_t v)
+{
+    lkv_wire_w_str(b, key);
+    lkv_wire_w_i64(b, v);
+}
+
+static void w_kv_u64(lkv_wire_buf_t *b, const char *key, uint64_t v)
+{
+    lkv_wire_w_str(b, key);
+    lkv_wire_w_u64(b, v);
+}
+
+static void w_kv_f64(lkv_wire_buf_t *b, const char *key, double v)
+{
+    lkv_wire_w_str(b, key);
+    lkv_wire_w_f64(b, v);
+}
+
+static void w_kv_str(lkv_wire_buf_t *b, const char *key, const char *v)
+{
+    lkv_wire_w_str(b, key);
+    lkv_wire_w_str(b, v);
+}
+
+static void w_kv_bool(lkv_wire_buf_t *b, const char *key, bool v)
+{
+    lkv_wire_w_str(b, key);
+    lkv_wire_w_bool(b, v);
+}
+
 static void w_tier_map_i(lkv_wire_buf_t *b, const int32_t *v)
 {
     lkv_wire_w_map(b, 3);
-    lkv_wire_w_str(b, "device");
-    lkv_wire_w_i64(b, v[0]);
-    lkv_wire_w_str(b, "host");
-    lkv_wire_w_i64(b, v[1]);
-    lkv_wire_w_str(b, "remote");
-    lkv_wire_w_i64(b, v[2]);
+    w_kv_i64(b, "device", v[0]);
+    w_kv_i64(b, "host", v[1]);
+    w_kv_i64(b, "remote", v[2]);
 }
 
 static void handle_stats(lkv_core_t *c, const lkv_zmq_peer_t *peer,
@@ -705,40 +733,23 @@ static void handle_stats(lkv_core_t *c, const lkv_zmq_peer_t *peer,
     fill_layer_blocks(c);
     lkv_wire_buf_reset(b);
     lkv_wire_w_map(b, 29);
-    lkv_wire_w_str(b, "policy");
-    lkv_wire_w_str(b, lkv_sched_policy_name(c->cfg.sched.policy));
-    lkv_wire_w_str(b, "model");
-    lkv_wire_w_str(b, c->model_path);
-    lkv_wire_w_str(b, "n_instances");
-    lkv_wire_w_i64(b, c->n_insts);
-    lkv_wire_w_str(b, "n_instances_up");
-    lkv_wire_w_i64(b, n_up);
-    lkv_wire_w_str(b, "n_running");
-    lkv_wire_w_i64(b, tot.n_running);
-    lkv_wire_w_str(b, "n_waiting");
-    lkv_wire_w_i64(b, tot.n_waiting);
-    lkv_wire_w_str(b, "n_live");
-    lkv_wire_w_i64(b, c->n_live);
-    lkv_wire_w_str(b, "n_submitted");
-    lkv_wire_w_u64(b, c->n_submitted);
-    lkv_wire_w_str(b, "n_finished");
-    lkv_wire_w_u64(b, c->n_finished);
-    lkv_wire_w_str(b, "n_rejected");
-    lkv_wire_w_u64(b, c->n_rejected);
-    lkv_wire_w_str(b, "n_preempted");
-    lkv_wire_w_u64(b, tot.preemptions);
-    lkv_wire_w_str(b, "n_swap_preempted");
-    lkv_wire_w_u64(b, tot.swap_preemptions);
-    lkv_wire_w_str(b, "n_cancelled");
-    lkv_wire_w_u64(b, tot.cancellations);
-    lkv_wire_w_str(b, "n_errors");
-    lkv_wire_w_u64(b, tot.errors);
-    lkv_wire_w_str(b, "n_clients_lost");
-    lkv_wire_w_u64(b, c->n_clients_lost);
-    lkv_wire_w_str(b, "n_steps");
-    lkv_wire_w_u64(b, tot.steps);
-    lkv_wire_w_str(b, "n_moves_inflight");
-    lkv_wire_w_i64(b, tot.n_moves_inflight);
+    w_kv_str(b, "policy", lkv_sched_policy_name(c->cfg.sched.policy));
+    w_kv_str(b, "model", c->model_path);
+    w_kv_i64(b, "n_instances", c->n_insts);
+    w_kv_i64(b, "n_instances_up", n_up);
+    w_kv_i64(b, "n_running", tot.n_running);
+    w_kv_i64(b, "n_waiting", tot.n_waiting);
+    w_kv_i64(b, "n_live", c->n_live);
+    w_kv_u64(b, "n_submitted", c->n_submitted);
+    w_kv_u64(b, "n_finished", c->n_finished);
+    w_kv_u64(b, "n_rejected", c->n_rejected);
+    w_kv_u64(b, "n_preempted", tot.preemptions);
+    w_kv_u64(b, "n_swap_preempted", tot.swap_preemptions);
+    w_kv_u64(b, "n_cancelled", tot.cancellations);
+    w_kv_u64(b, "n_errors", tot.errors);
+    w_kv_u64(b, "n_clients_lost", c->n_clients_lost);
+    w_kv_u64(b, "n_steps", tot.steps);
+    w_kv_i64(b, "n_moves_inflight", tot.n_moves_inflight);
     lkv_wire_w_str(b, "kv_blocks_total");
     w_tier_map_i(b, tot.blocks_total);
     lkv_wire_w_str(b, "kv_blocks_used");
@@ -752,26 +763,17 @@ static void handle_stats(lkv_core_t *c, const lkv_zmq_peer_t *peer,
             lkv_wire_w_i64(b, c->layer_buf[t * nl + l]);
         }
     }
-    lkv_wire_w_str(b, "bytes_offloaded");
-    lkv_wire_w_i64(b, tot.offloaded_bytes);
-    lkv_wire_w_str(b, "bytes_reloaded");
-    lkv_wire_w_i64(b, tot.reloaded_bytes);
-    lkv_wire_w_str(b, "bytes_staged");
-    lkv_wire_w_i64(b, tot.staged_bytes);
+    w_kv_i64(b, "bytes_offloaded", tot.offloaded_bytes);
+    w_kv_i64(b, "bytes_reloaded", tot.reloaded_bytes);
+    w_kv_i64(b, "bytes_staged", tot.staged_bytes);
     lkv_wire_w_str(b, "slo_violations");
     lkv_wire_w_map(b, 2);
-    lkv_wire_w_str(b, "ttft");
-    lkv_wire_w_u64(b, tot.ttft_violations);
-    lkv_wire_w_str(b, "tpot");
-    lkv_wire_w_u64(b, tot.tpot_violations);
-    lkv_wire_w_str(b, "alpha");
-    lkv_wire_w_f64(b, tot.alpha);
-    lkv_wire_w_str(b, "block_size");
-    lkv_wire_w_i64(b, c->cfg.sched.block_size);
-    lkv_wire_w_str(b, "max_context");
-    lkv_wire_w_i64(b, c->max_seq_len);
-    lkv_wire_w_str(b, "uptime_s");
-    lkv_wire_w_f64(b, (double)(now_ns - c->start_ns) * 1e-9);
+    w_kv_u64(b, "ttft", tot.ttft_violations);
+    w_kv_u64(b, "tpot", tot.tpot_violations);
+    w_kv_f64(b, "alpha", tot.alpha);
+    w_kv_i64(b, "block_size", c->cfg.sched.block_size);
+    w_kv_i64(b, "max_context", c->max_seq_len);
+    w_kv_f64(b, "uptime_s", (double)(now_ns - c->start_ns) * 1e-9);
     lkv_wire_w_str(b, "instances");
     lkv_wire_w_array(b, (uint32_t)c->n_insts);
     for (int i = 0; i < c->n_insts; i++) {
@@ -779,20 +781,15 @@ static void handle_stats(lkv_core_t *c, const lkv_zmq_peer_t *peer,
         int64_t           ttft = lkv_router_predict_ttft_ns(c->insts[i], 1);
         lkv_sched_stats(lkv_inst_sched(c->insts[i]), &is);
         lkv_wire_w_map(b, 7);
-        lkv_wire_w_str(b, "up");
-        lkv_wire_w_bool(b, lkv_inst_up(c->insts[i]));
-        lkv_wire_w_str(b, "n_running");
-        lkv_wire_w_i64(b, is.n_running);
-        lkv_wire_w_str(b, "n_waiting");
-        lkv_wire_w_i64(b, is.n_waiting);
-        lkv_wire_w_str(b, "n_steps");
-        lkv_wire_w_u64(b, is.steps);
-        lkv_wire_w_str(b, "device_blocks_used");
-        lkv_wire_w_i64(b, is.blocks_used[LKV_KV_TIER_DEVICE]);
-        lkv_wire_w_str(b, "queued_prompt_tokens");
-        lkv_wire_w_i64(b, lkv_inst_queued_tokens(c->insts[i]));
-        lkv_wire_w_str(b, "predicted_ttft_ms");
-        lkv_wire_w_f64(b, ttft == INT64_MAX ? -1.0 : (double)ttft * 1e-6);
+        w_kv_bool(b, "up", lkv_inst_up(c->insts[i]));
+        w_kv_i64(b, "n_running", is.n_running);
+        w_kv_i64(b, "n_waiting", is.n_waiting);
+        w_kv_u64(b, "n_steps", is.steps);
+        w_kv_i64(b, "device_blocks_used", is.blocks_used[LKV_KV_TIER_DEVICE]);
+        w_kv_i64(b, "queued_prompt_tokens",
+                 lkv_inst_queued_tokens(c->insts[i]));
+        w_kv_f64(b, "predicted_ttft_ms",
+                 ttft == INT64_MAX ? -1.0 : (double)ttft * 1e-6);
     }
     if (b->oom) {
         send_error(c, peer, &msg->id, LKV_ERR_NOMEM,
