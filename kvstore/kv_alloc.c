@@ -295,7 +295,7 @@ static layer_t *live_layer(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
         return NULL;
     }
     if (tb_p != NULL) {
-        *tb_p = &a->slots[s].tables[layer];
+        *tb_p   = &a->slots[s].tables[layer];
     }
     return &a->slots[s].layers[layer];
 }
@@ -718,6 +718,28 @@ lkv_status_t lkv_kv_append_all(lkv_kv_alloc_t *a, uint64_t seq_id,
 
 /* ---- move / stage ---------------------------------------------------------- */
 
+/* Layer `layer` of sequence seq_id (and its slot and table) with no copy
+ * in flight: INVALID (layer
+ * out of range), NOTFOUND (no such sequence), BUSY (a copy is in flight). */
+static lkv_status_t idle_layer(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
+                               slot_t **slot_p, layer_t **ly_p,
+                               table_t **tb_p)
+{
+    int s;
+
+    if (layer < 0 || layer >= a->cfg.n_layers) {
+        return LKV_ERR_INVALID;
+    }
+    s = slot_find(a, seq_id);
+    if (s < 0) {
+        return LKV_ERR_NOTFOUND;
+    }
+    *slot_p = &a->slots[s];
+    *ly_p   = &a->slots[s].layers[layer];
+    *tb_p   = &a->slots[s].tables[layer];
+    return (*ly_p)->state == LAYER_IDLE ? LKV_OK : LKV_ERR_BUSY;
+}
+
 static lkv_status_t begin_copy(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
                                lkv_kv_tier_t dst_tier, int kind,
                                lkv_kv_copy_t *copy_p)
@@ -725,19 +747,10 @@ static lkv_status_t begin_copy(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
     if (a == NULL || copy_p == NULL || !tier_ok(dst_tier)) {
         return LKV_ERR_INVALID;
     }
-    if (layer < 0 || layer >= a->cfg.n_layers) {
-        return LKV_ERR_INVALID;
-    }
-    int s = slot_find(a, seq_id);
-    if (s < 0) {
-        return LKV_ERR_NOTFOUND;
-    }
-    slot_t  *slot = &a->slots[s];
-    layer_t *ly   = &slot->layers[layer];
-    table_t *tb   = &slot->tables[layer];
-    if (ly->state != LAYER_IDLE) {
-        return LKV_ERR_BUSY;
-    }
+    slot_t  *slot;
+    layer_t *ly;
+    table_t *tb;
+    LKV_CHECK(idle_layer(a, seq_id, layer, &slot, &ly, &tb));
     if (ly->n_blocks == 0 || ly->tier == dst_tier) {
         return LKV_ERR_INVALID;
     }
@@ -954,20 +967,13 @@ lkv_status_t lkv_kv_stage_begin_ring(lkv_kv_alloc_t *a, uint64_t seq_id,
 {
     ring_t *r = ring_get(a, ring);
 
-    if (r == NULL || copy_p == NULL || layer < 0 ||
-        layer >= a->cfg.n_layers) {
+    if (r == NULL || copy_p == NULL) {
         return LKV_ERR_INVALID;
     }
-    int s = slot_find(a, seq_id);
-    if (s < 0) {
-        return LKV_ERR_NOTFOUND;
-    }
-    slot_t  *slot = &a->slots[s];
-    layer_t *ly   = &slot->layers[layer];
-    table_t *tb   = &slot->tables[layer];
-    if (ly->state != LAYER_IDLE) {
-        return LKV_ERR_BUSY;
-    }
+    slot_t  *slot;
+    layer_t *ly;
+    table_t *tb;
+    LKV_CHECK(idle_layer(a, seq_id, layer, &slot, &ly, &tb));
     if (ly->n_blocks == 0 || ly->tier == LKV_KV_TIER_DEVICE) {
         return LKV_ERR_INVALID;
     }
