@@ -3,6 +3,7 @@
 #include "kvstore/kv_pool.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define LKV_LOG_MODULE "kv_pool"
 #include "common/log.h"
@@ -15,6 +16,33 @@ struct lkv_kv_pool {
     lkv_kv_remote_t     remote;
     int                 have_remote;
 };
+
+/* Layer-blocks go to a remote tier whole, the unwritten tail of a partly
+ * filled block included: start both pools zeroed so that no stale process
+ * memory ever leaves the node (and memory checkers see defined bytes). The
+ * device pool is written through the backend (one upload from zero pages). */
+static lkv_status_t zero_pools(lkv_kv_pool_t *p)
+{
+    size_t dev = (size_t)p->n_blocks[LKV_KV_TIER_DEVICE] * p->block_bytes;
+
+    if (p->base[LKV_KV_TIER_HOST] != NULL) {
+        memset(p->base[LKV_KV_TIER_HOST], 0,
+               (size_t)p->n_blocks[LKV_KV_TIER_HOST] * p->block_bytes);
+    }
+    if (dev > 0) {
+        void        *zero = calloc(1, dev);
+        lkv_status_t st;
+
+        if (zero == NULL) {
+            return LKV_ERR_NOMEM;
+        }
+        st = LKV_KERN_CALL(p->be, mem_upload, p->base[LKV_KV_TIER_DEVICE],
+                           zero, dev);
+        free(zero);
+        return st;
+    }
+    return LKV_OK;
+}
 
 lkv_status_t lkv_kv_pool_create(lkv_kern_backend_t *be,
                                 const lkv_kv_pool_config_t *cfg,
@@ -83,6 +111,9 @@ lkv_status_t lkv_kv_pool_create(lkv_kern_backend_t *be,
                           lkv_status_str(st));
             goto fail;
         }
+    }
+    if (remote != NULL) {
+        LKV_CHECK_GOTO(zero_pools(p), st, fail);
     }
     *pool_p = p;
     return LKV_OK;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - install dependencies, build, and run every test (README's second
 # command; .ci/run calls it). Options:
+#   Always: Release build + every test; a portable build + the valgrind
+#   memcheck test (tests/valgrind/).
 #   --asan     also build with ASan+UBSan and run the unit + integration tests
 #   --quick    skip the sanitizer build (default when LKV_QUICK=1)
 set -euo pipefail
@@ -21,7 +23,16 @@ echo "== build (release) ==" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests (release) ==" >&2
-(cd build && ctest --output-on-failure -j"$jobs")
+(cd build && ctest --output-on-failure -j"$jobs" -LE valgrind)
+
+# valgrind cannot run -march=native code on every CPU (AVX-512): a portable
+# build of the binary for the memcheck test of the long-running paths
+echo "== build (valgrind: portable, no CUDA) ==" >&2
+cmake -S . -B build-vg -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLKV_NATIVE=OFF \
+    -DLKV_WITH_CUDA=OFF >/dev/null
+cmake --build build-vg -j"$jobs" --target layerkv
+echo "== tests (valgrind memcheck) ==" >&2
+(cd build-vg && ctest --output-on-failure -L valgrind)
 
 if [ "$asan" = 1 ]; then
     echo "== build (ASan+UBSan, CPU backend) ==" >&2
