@@ -1108,6 +1108,12 @@ void lkv_sched_stats(const lkv_sched_t *s, lkv_sched_stats_t *out)
         out->blocks_used[t]  = lkv_kv_used_blocks(s->kv, (lkv_kv_tier_t)t);
         out->blocks_total[t] = lkv_kv_total_blocks(s->kv, (lkv_kv_tier_t)t);
     }
+    if (s->remote_down) {
+        /* nothing is placed there any more: its capacity is gone (what
+         * the allocator still counts as used is released by recompute) */
+        out->blocks_total[LKV_KV_TIER_REMOTE] =
+            out->blocks_used[LKV_KV_TIER_REMOTE];
+    }
 }
 
 int32_t lkv_sched_layer_blocks(const lkv_sched_t *s, lkv_kv_tier_t tier,

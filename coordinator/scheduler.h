@@ -330,7 +330,9 @@ typedef struct {
     int32_t n_partial;    /* first token out, layers still off-device */
     int32_t n_moves_inflight;
     int32_t blocks_used[LKV_KV_TIER_COUNT];
-    int32_t blocks_total[LKV_KV_TIER_COUNT];
+    int32_t blocks_total[LKV_KV_TIER_COUNT]; /* a remote tier marked down
+                                                 counts only the blocks it
+                                                 still holds */
 
     uint64_t steps;
     uint64_t submitted;

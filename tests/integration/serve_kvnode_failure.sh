@@ -98,6 +98,8 @@ for c in $(seq 0 7); do
     cmp -s "$tmp/after$c.out" "$tmp/ref$i.out" || fail "request $c after the kill: wrong tokens"
 done
 [ "$(stats_field "$ep" 'sum(s["kv_blocks_used"].values())')" = 0 ] || fail "blocks still held at the end"
+[ "$(stats_field "$ep" 's["kv_blocks_total"]["remote"]')" = 0 ] || \
+    fail "the dead kvnode's capacity is still reported: $(stats_field "$ep" 's["kv_blocks_total"]')"
 stop_bg "$srv"
 [ "$stop_rc" = 0 ] || fail "serve exited $stop_rc on SIGTERM"
 echo "$tag: ok"
