@@ -6,7 +6,8 @@
 # (removed on exit); with prompts=(...), $model and $max_tokens set:
 # make_refs (what `layerkv run` prints for each prompt alone) and
 # run_clients ENDPOINT LABEL (n_clients concurrent greedy generates that
-# must print exactly that).
+# must print exactly that); start_kvnode GIB [WRAPPER...] (a `layerkv
+# kvnode` on an ephemeral port: kvnode_pid, kvnode_ep).
 # Callers set $lkv, $src and $tag first.
 
 py=""
@@ -130,4 +131,21 @@ run_clients() {
             fail "$label: client $c (prompt '${prompts[$i]}') got '$(cat "$tmp/gen$c.out")', layerkv run printed '$(cat "$tmp/ref$i.out")'"
     done
     echo "$tag: $label: $n_clients clients match layerkv run" >&2
+}
+
+# start_kvnode GIB [WRAPPER...] : a `layerkv kvnode` of GIB GiB on an
+# ephemeral port (log $tmp/kvnode.log), started through WRAPPER if given
+# (e.g. a valgrind function); sets kvnode_pid and kvnode_ep (30 s)
+start_kvnode() {
+    local gib=$1; shift
+    start_bg kvnode "$@" "$lkv" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib "$gib"
+    kvnode_pid=$last_pid
+    kvnode_ep=""
+    for _ in $(seq 600); do
+        kvnode_ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.log")
+        [ -n "$kvnode_ep" ] && return 0
+        kill -0 "$kvnode_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    fail "kvnode did not start"
 }

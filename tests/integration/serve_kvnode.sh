@@ -30,20 +30,6 @@ prompts=("Once upon a time" "The little dog" "Lily and Ben went to the park"
 make_refs
 client_timeout_s=60
 
-# start_kvnode : a kvnode on an ephemeral port; sets kvnode_ep
-start_kvnode() {
-    start_bg kvnode "$lkv" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.02
-    kvnode_pid=$last_pid
-    kvnode_ep=""
-    for _ in $(seq 200); do
-        kvnode_ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.log")
-        [ -n "$kvnode_ep" ] && return 0
-        kill -0 "$kvnode_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    fail "kvnode did not start"
-}
-
 # check_remote ENDPOINT LABEL : the remote tier was sized and used, and is
 # empty at the end
 check_remote() {
@@ -58,7 +44,7 @@ check_remote() {
 
 for tls in tcp sm,self; do
     export UCX_TLS=$tls
-    start_kvnode
+    start_kvnode 0.02
     port=$(free_port)
     ep="tcp://127.0.0.1:$port"
     start_bg "serve-$tls" "$lkv" serve --model "$model" --listen "$ep" \
@@ -76,7 +62,7 @@ done
 # separate processes: the worker owns the remote tier
 export UCX_TLS=tcp
 for mode in auto reload stream; do
-    start_kvnode
+    start_kvnode 0.02
     port=$(free_port)
     ep="tcp://127.0.0.1:$port"
     wep="tcp://127.0.0.1:$(free_port)"

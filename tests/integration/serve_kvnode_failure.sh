@@ -25,15 +25,7 @@ prompts=("Story 1: Once upon a time" "Story 2: The little dog"
          "Story 3: Lily and Ben went to the park" "Story 4: One day, a big bird")
 make_refs
 
-start_bg kvnode "$lkv" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.05
-kvnode_pid=$last_pid
-kvnode_ep=""
-for _ in $(seq 200); do
-    kvnode_ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.log")
-    [ -n "$kvnode_ep" ] && break
-    sleep 0.05
-done
-[ -n "$kvnode_ep" ] || fail "kvnode did not start"
+start_kvnode 0.05
 
 port=$(free_port)
 ep="tcp://127.0.0.1:$port"

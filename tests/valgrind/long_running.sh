@@ -90,16 +90,8 @@ stop_bg "$srv"
 check_vg serve "$stop_rc"
 
 # 3. coordinator + worker --kvnode + kvnode, all under valgrind
-start_bg kvnode vg kvnode "$lkv" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.02
-kvn=$last_pid
-kvnode_ep=""
-for _ in $(seq 600); do
-    kvnode_ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.log")
-    [ -n "$kvnode_ep" ] && break
-    kill -0 "$kvn" 2>/dev/null || fail "kvnode exited"
-    sleep 0.05
-done
-[ -n "$kvnode_ep" ] || fail "kvnode did not start"
+start_kvnode 0.02 vg kvnode
+kvn=$kvnode_pid
 ep="tcp://127.0.0.1:$(free_port)"
 wep="tcp://127.0.0.1:$(free_port)"
 start_bg coord vg coordinator "$lkv" coordinator --model "$model" --listen "$ep" \
