@@ -37,11 +37,6 @@ for par in "--tp 2" "--pp 2"; do
     run_clients "$ep" "2 instances ($par)"
     [ "$(stats_field "$ep" 's["bytes_offloaded"] > 0')" = True ] || fail "$par: no offload happened"
 
-    stop_bg "$coord"
-    [ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
-    for _ in $(seq 100); do kill -0 "$workers" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$workers" 2>/dev/null && fail "mpirun workers did not exit after the coordinator's shutdown"
-    set +e; wait "$workers"; wrc=$?; set -e
-    [ "$wrc" = 0 ] || fail "$par: mpirun workers exited $wrc"
+    stop_coordinator "$coord" "$workers"
 done
 echo "$tag: ok"

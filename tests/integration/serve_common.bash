@@ -7,7 +7,8 @@
 # make_refs (what `layerkv run` prints for each prompt alone) and
 # run_clients ENDPOINT LABEL (n_clients concurrent greedy generates that
 # must print exactly that); start_kvnode GIB [WRAPPER...] (a `layerkv
-# kvnode` on an ephemeral port: kvnode_pid, kvnode_ep).
+# kvnode` on an ephemeral port: kvnode_pid, kvnode_ep); stop_coordinator
+# COORD WORKER... (SIGTERM the coordinator; it and its workers must exit 0).
 # Callers set $lkv, $src and $tag first.
 
 py=""
@@ -148,4 +149,19 @@ start_kvnode() {
         sleep 0.05
     done
     fail "kvnode did not start"
+}
+
+# stop_coordinator COORD_PID WORKER_PID... : SIGTERM the coordinator, which
+# shuts its workers down; all must exit 0 within 10 s each
+stop_coordinator() {
+    local coord=$1 w wrc; shift
+    stop_bg "$coord"
+    [ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
+    for w in "$@"; do
+        for _ in $(seq 100); do kill -0 "$w" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$w" 2>/dev/null && fail "worker $w did not exit after the coordinator's shutdown"
+        set +e; wait "$w"; wrc=$?; set -e
+        [ "$wrc" = 0 ] || fail "worker $w exited $wrc"
+    done
+    return 0
 }

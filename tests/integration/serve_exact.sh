@@ -70,13 +70,6 @@ for wt in tcp ipc; do
     [ "$(stats_field "$ep" 's["bytes_offloaded"] > 0')" = True ] || fail "$wt: no offload happened"
     [ "$(stats_field "$ep" 'all(i["n_steps"] > 0 for i in s["instances"])')" = True ] || \
         fail "$wt: the router left an instance idle: $(stats_field "$ep" 's["instances"]')"
-    stop_bg "$coord"
-    [ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
-    for worker in "${workers[@]}"; do
-        for _ in $(seq 50); do kill -0 "$worker" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$worker" 2>/dev/null && fail "worker did not exit after the coordinator's shutdown"
-        set +e; wait "$worker"; wrc=$?; set -e
-        [ "$wrc" = 0 ] || fail "worker exited $wrc"
-    done
+    stop_coordinator "$coord" "${workers[@]}"
 done
 echo "$tag: ok"

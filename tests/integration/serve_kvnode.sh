@@ -77,12 +77,7 @@ for mode in auto reload stream; do
     wait_instances "$ep" 1
     run_clients "$ep" "coordinator + worker --kvnode, decode $mode"
     check_remote "$ep" "coordinator + worker --kvnode, decode $mode"
-    stop_bg "$coord"
-    [ "$stop_rc" = 0 ] || fail "coordinator exited $stop_rc on SIGTERM"
-    for _ in $(seq 100); do kill -0 "$worker" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$worker" 2>/dev/null && fail "worker did not exit after the coordinator's shutdown"
-    set +e; wait "$worker"; wrc=$?; set -e
-    [ "$wrc" = 0 ] || fail "worker exited $wrc"
+    stop_coordinator "$coord" "$worker"
     stop_bg "$kvnode_pid"
 done
 
