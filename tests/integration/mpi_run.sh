@@ -9,14 +9,16 @@ set -u
 bin=${1:?layerkv binary}
 src=${2:?source dir}
 . "$src/tests/integration/mpi_common.bash"
+. "$src/tests/integration/run_output.bash"
 m=$src/models/stories260K/stories260K.gguf
 golden=', Max, who lived in a big house. They liked to play with their toys and run around the house.'
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
 
-check() { # name expected got rc
-    if [ "$4" -ne 0 ] || [ "$3" != "$2" ]; then
+check() { # name expected got rc (several prompts: compared in prompt order)
+    if [ "$4" -ne 0 ] ||
+        [ "$(printf '%s\n' "$3" | sort_blocks)" != "$(printf '%s\n' "$2" | sort_blocks)" ]; then
         echo "FAIL $1: rc=$4"
         printf '%s\n' "$3" | sed 's/^/  got:      /'
         printf '%s\n' "$2" | sed 's/^/  expected: /'

@@ -8,6 +8,7 @@
 set -u
 bin=${1:?layerkv binary}
 src=${2:?source dir}
+. "$src/tests/integration/run_output.bash"
 m=$src/models/stories260K
 id=$$
 na=lkv_a$id
@@ -61,12 +62,13 @@ done
 fail=0
 g=(--model "$m/stories260K.gguf" --prompt "Tom and his dog" --prompt "The cat"
     --max-tokens 40 --temperature 0 --threads 1)
-want=$(timeout 60 "$bin" run "${g[@]}" 2>/dev/null)
+want=$(timeout 60 "$bin" run "${g[@]}" 2>/dev/null | sort_blocks)
 for mode in reload stream; do
     got=$(UCX_NET_DEVICES=$vb timeout 60 ip netns exec "$nb" "$bin" run \
         "${g[@]}" --host-kv-blocks 0 --kvnode "tcp://${net}1:7400" \
         --offload-layers all-but-one --decode-offloaded $mode 2>"$tmp/err")
     rc=$?
+    got=$(printf '%s\n' "$got" | sort_blocks)
     if [ $rc -ne 0 ] || [ -z "$want" ] || [ "$got" != "$want" ] ||
         ! grep -Eq 'kv moves: [1-9][0-9]* layer offloads' "$tmp/err"; then
         echo "FAIL netns $mode: rc=$rc"

@@ -9,6 +9,7 @@
 set -u
 bin=${1:?layerkv binary}
 src=${2:?source dir}
+. "$src/tests/integration/run_output.bash"
 m=$src/models/stories260K
 tmp=$(mktemp -d)
 kp=""
@@ -40,24 +41,6 @@ stop_kvnode() {
     kill "$kp" 2>/dev/null
     wait "$kp" 2>/dev/null
     kp=""
-}
-
-# sort_blocks : stdin's "[i] text" blocks (a text may span lines) in
-# prompt order
-sort_blocks() {
-    python3 -c '
-import re, sys
-blocks, cur = {}, None
-for line in sys.stdin.read().split("\n"):
-    m = re.match(r"^\[(\d+)\] ", line)
-    if m and int(m.group(1)) not in blocks:
-        cur = int(m.group(1)); blocks[cur] = [line]
-    elif cur is not None:
-        blocks[cur].append(line)
-    else:
-        blocks.setdefault(-1, []).append(line)
-sys.stdout.write("\n".join("\n".join(blocks[k]) for k in sorted(blocks)))
-'
 }
 
 # compare NAME REF_ARGS -- ARGS: same stdout; the remote run moved layers
