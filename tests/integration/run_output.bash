@@ -16,6 +16,7 @@ for line in sys.stdin.read().split("\n"):
         blocks[cur].append(line)
     else:
         blocks.setdefault(-1, []).append(line)
-sys.stdout.write("\n".join("\n".join(blocks[k]) for k in sorted(blocks)))
+# trailing newlines of a block depend on whether it was printed last
+sys.stdout.write("\n".join("\n".join(blocks[k]).rstrip("\n") for k in sorted(blocks)))
 '
 }
