@@ -41,7 +41,26 @@ fail() {
     exit 1
 }
 
-free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port : a port that is free now, picked at random BELOW the kernel's
+# ephemeral range (port 0 would hand out an ephemeral port, which any
+# outgoing connection of a parallel test may take before the server binds it)
+free_port() {
+    "$py" -c '
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randrange(10000, max(lo, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+'
+}
 
 # start_bg NAME CMD... : run CMD in the background, output in $tmp/NAME.log
 start_bg() {
