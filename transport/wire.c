@@ -207,6 +207,20 @@ void *wire_arena_alloc(void **arena_p, size_t size)
     return p;
 }
 
+void *wire_arena_array(void **arena_p, size_t elem, size_t n)
+{
+    void *v;
+
+    if (elem != 0 && n >= SIZE_MAX / elem) {
+        return NULL;
+    }
+    v = wire_arena_alloc(arena_p, elem * (n + 1));
+    if (v != NULL) {
+        memset(v, 0, elem * (n + 1));
+    }
+    return v;
+}
+
 void wire_arena_free(void *arena)
 {
     arena_t *a = arena;
@@ -311,11 +325,10 @@ static lkv_status_t get_array(dctx_t *c, const msgpack_object *m,
         return fail(c, LKV_ERR_INVALID, "'%s': expected an array", key);
     }
     n = a->via.array.size;
-    v = wire_arena_alloc(&c->msg->arena, elem * ((size_t)n + 1));
+    v = wire_arena_array(&c->msg->arena, elem, n);
     if (v == NULL) {
         return fail(c, LKV_ERR_NOMEM, "out of memory for '%s'", key);
     }
-    memset(v, 0, elem * ((size_t)n + 1));
     *arr_p = a;
     *v_p   = v;
     *n_p   = n;

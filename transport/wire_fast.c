@@ -383,11 +383,7 @@ static void *tuples(cur_t *c, void **arena, size_t elem, uint32_t *n)
     if (!c_array(c, n) || *n > (uint32_t)(c->end - c->p)) {
         return NULL;
     }
-    void *v = wire_arena_alloc(arena, elem * ((size_t)*n + 1));
-    if (v != NULL) {
-        memset(v, 0, elem * ((size_t)*n + 1));
-    }
-    return v;
+    return wire_arena_array(arena, elem, *n);
 }
 
 static bool tuple_of(cur_t *c, uint32_t width)

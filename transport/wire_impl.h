@@ -15,6 +15,10 @@ WIRE_HIDDEN int wire_buf_append(lkv_wire_buf_t *buf, const void *data, size_t n)
  * first use); NULL when out of memory. Freed by lkv_wire_msg_release. */
 WIRE_HIDDEN void *wire_arena_alloc(void **arena_p, size_t size);
 
+/* n + 1 zeroed elements of elem bytes in the message arena (the spare one
+ * keeps an empty array non-NULL); NULL when out of memory. */
+WIRE_HIDDEN void *wire_arena_array(void **arena_p, size_t elem, size_t n);
+
 /* Fill msg->u.stats_reply from the `stats` value (NULL = absent -> empty
  * map): arena copy of its msgpack bytes, JSON and aligned text renderings.
  * Errors: LKV_ERR_INVALID (not a map, msg->err set), LKV_ERR_NOMEM. */
