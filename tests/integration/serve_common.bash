@@ -11,6 +11,8 @@
 # COORD WORKER... (SIGTERM the coordinator; it and its workers must exit 0).
 # Callers set $lkv, $src and $tag first.
 
+. "$src/tests/integration/endpoint_log.bash"
+
 py=""
 for p in /usr/bin/python3 python3; do
     if "$p" -c 'import zmq, msgpack' >/dev/null 2>&1; then py=$p; break; fi
@@ -160,14 +162,8 @@ start_kvnode() {
     local gib=$1; shift
     start_bg kvnode "$@" "$lkv" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib "$gib"
     kvnode_pid=$last_pid
-    kvnode_ep=""
-    for _ in $(seq 600); do
-        kvnode_ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.log")
-        [ -n "$kvnode_ep" ] && return 0
-        kill -0 "$kvnode_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    fail "kvnode did not start"
+    kvnode_ep=$(log_endpoint "$tmp/kvnode.log" "$kvnode_pid" 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p')
+    [ -n "$kvnode_ep" ] || fail "kvnode did not start"
 }
 
 # stop_coordinator COORD_PID WORKER_PID... : SIGTERM the coordinator, which

@@ -45,13 +45,7 @@ for tls in tcp sm,self; do
     start_bg "a-$tls" "$lkv" serve --model "$model" --listen "$epa" --metrics-listen none \
         --threads 1 --lend-gib 0.02 --lend-listen 'tcp://127.0.0.1:*'
     a=$last_pid
-    lend_ep=""
-    for _ in $(seq 200); do
-        lend_ep=$(sed -n 's/.*kvnode on \(tcp:[^ ]*\)$/\1/p' "$tmp/a-$tls.log")
-        [ -n "$lend_ep" ] && break
-        kill -0 "$a" 2>/dev/null || fail "instance A exited"
-        sleep 0.05
-    done
+    lend_ep=$(log_endpoint "$tmp/a-$tls.log" "$a" 's/.*kvnode on \(tcp:[^ ]*\)$/\1/p')
     [ -n "$lend_ep" ] || fail "instance A did not report its lent endpoint"
     wait_health "$epa" "$a"
     epb="tcp://127.0.0.1:$(free_port)"

@@ -11,6 +11,7 @@
 set -u
 bin=${1:?layerkv binary}
 src=${2:?source dir}
+. "$src/tests/integration/endpoint_log.bash"
 m=$src/models/stories260K
 tmp=$(mktemp -d)
 kp=""
@@ -83,12 +84,7 @@ for tls in ${LKV_TEST_UCX_TLS:-tcp sm,self}; do
     LKV_LOG_LEVEL=info "$bin" kvnode --listen 'tcp://127.0.0.1:*' \
         --capacity-gib 0.05 2>"$tmp/kvnode.err" &
     kp=$!
-    ep=""
-    for _ in $(seq 1 100); do
-        ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.err")
-        [ -n "$ep" ] && break
-        sleep 0.05
-    done
+    ep=$(log_endpoint "$tmp/kvnode.err" "$kp" 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p')
     [ -n "$ep" ] || { echo "FAIL kvnode did not start"; cat "$tmp/kvnode.err"; exit 1; }
 
     t0=$(date +%s.%N)

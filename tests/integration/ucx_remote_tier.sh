@@ -10,6 +10,7 @@ set -u
 bin=${1:?layerkv binary}
 src=${2:?source dir}
 . "$src/tests/integration/run_output.bash"
+. "$src/tests/integration/endpoint_log.bash"
 m=$src/models/stories260K
 tmp=$(mktemp -d)
 kp=""
@@ -25,13 +26,8 @@ start_kvnode() { # sets kp and ep
     "$bin" kvnode --listen 'tcp://127.0.0.1:*' --capacity-gib 0.02 \
         2>"$tmp/kvnode.err" &
     kp=$!
-    ep=""
-    for _ in $(seq 1 100); do
-        ep=$(sed -n 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p' "$tmp/kvnode.err")
-        [ -n "$ep" ] && return 0
-        kill -0 "$kp" 2>/dev/null || break
-        sleep 0.05
-    done
+    ep=$(log_endpoint "$tmp/kvnode.err" "$kp" 's/.* on \(tcp:[^ ]*\) (pid.*/\1/p')
+    [ -n "$ep" ] && return 0
     echo "FAIL kvnode did not start:"
     cat "$tmp/kvnode.err"
     exit 1
