@@ -7,28 +7,13 @@
 set -euo pipefail
 lkv=${1:?usage: client_cli.sh LAYERKV SRCDIR}
 src=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
-py=""
-for p in /usr/bin/python3 python3; do
-    if "$p" -c 'import zmq, msgpack' >/dev/null 2>&1; then py=$p; break; fi
-done
-[ -n "$py" ] || { echo "client_cli: no python3 with pyzmq+msgpack; skipping" >&2; exit 77; }
-"$lkv" generate --help >/dev/null 2>&1 || { echo "client_cli: layerkv generate not built; skipping" >&2; exit 77; }
+tag=client_cli
+. "$src/tests/integration/serve_common.bash"
 
-tmp=$(mktemp -d /tmp/lkv-cli.XXXXXX)
-srv_pid=""
-cleanup() {
-    if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null || true; wait "$srv_pid" 2>/dev/null || true; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "client_cli: FAIL: $*" >&2; exit 1; }
-
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ep="tcp://127.0.0.1:$port"
-"$py" "$src/tests/interop/fake_server.py" --listen "$ep" --token-delay-ms 2 >"$tmp/srv.out" 2>&1 &
-srv_pid=$!
-for _ in $(seq 100); do grep -q ready "$tmp/srv.out" 2>/dev/null && break; sleep 0.05; done
-grep -q ready "$tmp/srv.out" || fail "fake server did not start: $(cat "$tmp/srv.out")"
+ep="tcp://127.0.0.1:$(free_port)"
+start_bg srv "$py" "$src/tests/interop/fake_server.py" --listen "$ep" --token-delay-ms 2
+for _ in $(seq 400); do grep -q ready "$tmp/srv.log" 2>/dev/null && break; sleep 0.05; done
+grep -q ready "$tmp/srv.log" || fail "fake server did not start: $(cat "$tmp/srv.log")"
 
 # 1. streaming completion: exact text on stdout, stats on stderr
 "$lkv" generate --server "$ep" --prompt "Once upon a time" --max-tokens 5 --temperature 0 \
@@ -63,7 +48,7 @@ grep -q "finish cancelled" "$tmp/gen3.err" || fail "cancel: $(cat "$tmp/gen3.err
     || fail "interop client: $(cat "$tmp/py.err")"
 
 # 6. nobody listening: a clear timeout error, quickly
-dead=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dead=$(free_port)
 start=$(date +%s%N)
 set +e; "$lkv" generate --server "tcp://127.0.0.1:$dead" --prompt x --timeout-s 0.5 >"$tmp/gen4.out" 2>"$tmp/gen4.err"; rc=$?; set -e
 ms=$(( ($(date +%s%N) - start) / 1000000 ))

@@ -87,17 +87,18 @@ stop_bg() {
     kill -9 "$pid" 2>/dev/null || true
 }
 
-# wait_health ENDPOINT PID : until the server reports status ok (30 s)
+# wait_health ENDPOINT PID : until the server reports status ok (60 s: a
+# server under valgrind on a loaded CI machine starts slowly)
 wait_health() {
     local ep=$1 pid=$2
-    for _ in $(seq 120); do
+    for _ in $(seq 240); do
         kill -0 "$pid" 2>/dev/null || fail "server exited early"
         if "$lkv" stats --health --server "$ep" --timeout-s 0.5 2>/dev/null | grep -Eq '^status +ok$'; then
             return 0
         fi
         sleep 0.25
     done
-    fail "server at $ep did not report status ok within 30 s"
+    fail "server at $ep did not report status ok within 60 s"
 }
 
 # stats_field ENDPOINT EXPR : evaluate a python expression over the stats map s
@@ -107,14 +108,14 @@ stats_field() {
         "$tmp/stats.json" "$2"
 }
 
-# wait_instances ENDPOINT N : until N instances report up (20 s)
+# wait_instances ENDPOINT N : until N instances report up (60 s)
 wait_instances() {
     local ep=$1 n=$2
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         [ "$(stats_field "$ep" 's["n_instances_up"]')" = "$n" ] && return 0
         sleep 0.2
     done
-    fail "$ep: $(stats_field "$ep" 's["n_instances_up"]') of $n instances up after 20 s (a worker did not attach)"
+    fail "$ep: $(stats_field "$ep" 's["n_instances_up"]') of $n instances up after 60 s (a worker did not attach)"
 }
 
 # make_refs : $tmp/refI.out = `layerkv run` of prompts[I] alone (all KV on
