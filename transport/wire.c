@@ -419,19 +419,28 @@ static bool utf8_valid(const uint8_t *s, size_t n)
     return true;
 }
 
+/* map[key] into *o_p; NULL when absent, which is an error when required. */
+static lkv_status_t lookup(dctx_t *c, const msgpack_object *map,
+                           const char *key, bool required,
+                           const msgpack_object **o_p)
+{
+    *o_p = field(map, key);
+    if (*o_p == NULL && required) {
+        return fail(c, LKV_ERR_INVALID, "missing required field '%s'", key);
+    }
+    return LKV_OK;
+}
+
 /* Integer field in [lo, hi]; absent -> def (or error when required). */
 static lkv_status_t get_int(dctx_t *c, const msgpack_object *map,
                             const char *key, bool required, int64_t lo,
                             int64_t hi, int64_t def, int64_t *out)
 {
-    const msgpack_object *o = field(map, key);
+    const msgpack_object *o;
     int64_t               v;
 
+    LKV_CHECK(lookup(c, map, key, required, &o));
     if (o == NULL) {
-        if (required) {
-            return fail(c, LKV_ERR_INVALID, "missing required field '%s'",
-                        key);
-        }
         *out = def;
         return LKV_OK;
     }
@@ -451,14 +460,11 @@ static lkv_status_t get_uint(dctx_t *c, const msgpack_object *map,
                              const char *key, bool required, uint64_t hi,
                              uint64_t def, uint64_t *out)
 {
-    const msgpack_object *o = field(map, key);
+    const msgpack_object *o;
     uint64_t              v;
 
+    LKV_CHECK(lookup(c, map, key, required, &o));
     if (o == NULL) {
-        if (required) {
-            return fail(c, LKV_ERR_INVALID, "missing required field '%s'",
-                        key);
-        }
         *out = def;
         return LKV_OK;
     }
@@ -486,14 +492,11 @@ static lkv_status_t get_f64(dctx_t *c, const msgpack_object *map,
                             const char *key, bool required, double lo,
                             bool lo_open, double hi, double def, double *out)
 {
-    const msgpack_object *o = field(map, key);
+    const msgpack_object *o;
     double                v;
 
+    LKV_CHECK(lookup(c, map, key, required, &o));
     if (o == NULL) {
-        if (required) {
-            return fail(c, LKV_ERR_INVALID, "missing required field '%s'",
-                        key);
-        }
         *out = def;
         return LKV_OK;
     }
@@ -561,13 +564,10 @@ static lkv_status_t get_str(dctx_t *c, const msgpack_object *map,
                             const char *key, bool required, uint32_t max_len,
                             const char **out, uint32_t *len_out)
 {
-    const msgpack_object *o = field(map, key);
+    const msgpack_object *o;
 
+    LKV_CHECK(lookup(c, map, key, required, &o));
     if (o == NULL) {
-        if (required) {
-            return fail(c, LKV_ERR_INVALID, "missing required field '%s'",
-                        key);
-        }
         *out = NULL;
         if (len_out != NULL) {
             *len_out = 0;
@@ -577,8 +577,6 @@ static lkv_status_t get_str(dctx_t *c, const msgpack_object *map,
     return copy_str(c, o, key, max_len, out, len_out);
 }
 
-/* Array of ints in [lo, hi] into an arena int32 array. `path` names the
- * value in messages. */
 /* "name", "name[i]" or "name[i][j]" (i, j < 0: absent), for messages. */
 static const char *fmt_path(char *buf, size_t cap, const char *name, int i,
                             int j)
@@ -593,6 +591,8 @@ static const char *fmt_path(char *buf, size_t cap, const char *name, int i,
     return buf;
 }
 
+/* Array of ints in [lo, hi] into an arena int32 array (n + 1 entries);
+ * messages name it name[pi][pj]. */
 static lkv_status_t conv_i32_array_at(dctx_t *c, const msgpack_object *o,
                                       const char *name, int pi, int pj,
                                       uint32_t max_n, int64_t lo, int64_t hi,
