@@ -345,6 +345,24 @@ static void slot_release_if_done(lkv_kv_alloc_t *a, slot_t *slot)
     a->n_zombies--;
 }
 
+/* A copy of (slot, layer) ended (its own blocks already settled): the layer
+ * is idle again; a freed sequence's layer gives its blocks back and the slot
+ * is released with its last copy. */
+static void copy_ended(lkv_kv_alloc_t *a, slot_t *slot, int layer)
+{
+    layer_t *ly = &slot->layers[layer];
+
+    ly->state = LAYER_IDLE;
+    slot->n_pending--;
+    if (slot->state == SLOT_ZOMBIE) {
+        push_blocks(a, ly->tier, layer, slot->tables[layer].blocks,
+                    ly->n_blocks);
+        ly->n_blocks = 0;
+        ly->n_tokens = 0;
+        slot_release_if_done(a, slot);
+    }
+}
+
 /* ---- create / destroy ---------------------------------------------------- */
 
 lkv_status_t lkv_kv_alloc_create(const lkv_kv_alloc_config_t *cfg,
@@ -797,14 +815,7 @@ lkv_status_t lkv_kv_move_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
     tb->blocks        = tb->aux;
     tb->aux           = t;
     ly->tier          = ly->aux_tier;
-    ly->state         = LAYER_IDLE;
-    slot->n_pending--;
-    if (slot->state == SLOT_ZOMBIE) {
-        push_blocks(a, ly->tier, layer, tb->blocks, ly->n_blocks);
-        ly->n_blocks = 0;
-        ly->n_tokens = 0;
-        slot_release_if_done(a, slot);
-    }
+    copy_ended(a, slot, layer);
     return LKV_OK;
 }
 
@@ -820,14 +831,7 @@ lkv_status_t lkv_kv_move_abort(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
     LKV_CHECK(find_pending(a, seq_id, layer, LAYER_MOVING, &slot, &ly));
     tb = &slot->tables[layer];
     push_blocks(a, ly->aux_tier, layer, tb->aux, ly->n_blocks);
-    ly->state = LAYER_IDLE;
-    slot->n_pending--;
-    if (slot->state == SLOT_ZOMBIE) {
-        push_blocks(a, ly->tier, layer, tb->blocks, ly->n_blocks);
-        ly->n_blocks = 0;
-        ly->n_tokens = 0;
-        slot_release_if_done(a, slot);
-    }
+    copy_ended(a, slot, layer);
     return LKV_OK;
 }
 
@@ -855,14 +859,7 @@ lkv_status_t lkv_kv_stage_end(lkv_kv_alloc_t *a, uint64_t seq_id, int layer)
     } else {
         push_blocks(a, LKV_KV_TIER_DEVICE, layer, tb->aux, ly->n_blocks);
     }
-    ly->state = LAYER_IDLE;
-    slot->n_pending--;
-    if (slot->state == SLOT_ZOMBIE) {
-        push_blocks(a, ly->tier, layer, tb->blocks, ly->n_blocks);
-        ly->n_blocks = 0;
-        ly->n_tokens = 0;
-        slot_release_if_done(a, slot);
-    }
+    copy_ended(a, slot, layer);
     return LKV_OK;
 }
 
