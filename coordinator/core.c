@@ -904,6 +904,46 @@ static void on_token(lkv_core_t *c, req_t *r, const lkv_sched_event_t *ev)
     }
 }
 
+/* Tell r's client (unless it vanished) that r is done: `reason`, and for
+ * an error `code` and `msg`; mr (NULL when unknown) gives the timings. A
+ * non-streaming request gets its whole text and tokens with it. */
+static void send_done(lkv_core_t *c, req_t *r, lkv_wire_finish_t reason,
+                      lkv_status_t code, const char *msg,
+                      const lkv_metrics_request_t *mr)
+{
+    static const int32_t none[1] = {0};
+    lkv_wire_msg_t       m;
+
+    if (r->gone) {
+        return;
+    }
+    lkv_wire_msg_init(&m, LKV_WIRE_DONE);
+    m.id                     = r->wid;
+    m.u.done.finish_reason   = (uint8_t)reason;
+    m.u.done.n_prompt_tokens = r->n_prompt;
+    m.u.done.n_tokens        = r->n_out;
+    if (mr != NULL) {
+        m.u.done.ttft_ms  = mr->ttft_ns >= 0 ? (double)mr->ttft_ns * 1e-6 : 0;
+        m.u.done.tpot_ms  = mr->tpot_ns >= 0 ? (double)mr->tpot_ns * 1e-6 : 0;
+        m.u.done.queue_ms = mr->queue_ns >= 0 ? (double)mr->queue_ns * 1e-6 : 0;
+    }
+    if (!r->stream) {
+        m.u.done.text         = r->text != NULL ? r->text : "";
+        m.u.done.text_len     = (uint32_t)r->text_len;
+        m.u.done.tokens       = r->toks != NULL ? r->toks : none;
+        m.u.done.n_out_tokens = r->n_toks;
+    }
+    if (reason == LKV_WIRE_FINISH_ERROR) {
+        m.u.done.error_code    = code;
+        m.u.done.error_message = msg;
+    }
+    if (lkv_wire_encode(&m, &c->out) == LKV_OK) {
+        send_client(c, &r->peer, &c->out);
+    } else {
+        LKV_LOG_ERROR("cannot encode done for a request");
+    }
+}
+
 static void on_finished(lkv_core_t *c, req_t *r, const lkv_sched_event_t *ev)
 {
     const lkv_sched_timing_t *t = &ev->timing;
@@ -948,40 +988,13 @@ static void on_finished(lkv_core_t *c, req_t *r, const lkv_sched_event_t *ev)
     lkv_metrics_observe_request(c->metrics, &mr);
     c->n_finished++;
 
-    if (!r->gone) {
-        lkv_wire_msg_t m;
-        lkv_wire_msg_init(&m, LKV_WIRE_DONE);
-        m.id                      = r->wid;
-        m.u.done.finish_reason    = (uint8_t)reason;
-        m.u.done.n_prompt_tokens  = r->n_prompt;
-        m.u.done.n_tokens         = r->n_out;
-        m.u.done.ttft_ms  = mr.ttft_ns >= 0 ? (double)mr.ttft_ns * 1e-6 : 0;
-        m.u.done.tpot_ms  = mr.tpot_ns >= 0 ? (double)mr.tpot_ns * 1e-6 : 0;
-        m.u.done.queue_ms = mr.queue_ns >= 0 ? (double)mr.queue_ns * 1e-6 : 0;
-        if (!r->stream) {
-            size_t n = lkv_detok_flush(&r->detok, c->piece, c->piece_cap);
-            if (n > 0) {
-                append_text(r, c->piece, n);
-            }
-            m.u.done.text         = r->text != NULL ? r->text : "";
-            m.u.done.text_len     = (uint32_t)r->text_len;
-            m.u.done.tokens       = r->toks;
-            m.u.done.n_out_tokens = r->n_toks;
-            if (m.u.done.tokens == NULL) {
-                static const int32_t none[1] = {0};
-                m.u.done.tokens = none;
-            }
-        }
-        if (reason == LKV_WIRE_FINISH_ERROR) {
-            m.u.done.error_code    = code;
-            m.u.done.error_message = emsg;
-        }
-        if (lkv_wire_encode(&m, &c->out) == LKV_OK) {
-            send_client(c, &r->peer, &c->out);
-        } else {
-            LKV_LOG_ERROR("cannot encode done for a request");
+    if (!r->gone && !r->stream) {
+        size_t n = lkv_detok_flush(&r->detok, c->piece, c->piece_cap);
+        if (n > 0) {
+            append_text(r, c->piece, n);
         }
     }
+    send_done(c, r, reason, code, emsg, &mr);
     req_free(c, r);
 }
 
@@ -1034,26 +1047,7 @@ static void fail_instance(lkv_core_t *c, int ii, lkv_status_t code,
             continue;
         }
         n++;
-        if (!r->gone) {
-            lkv_wire_msg_t m;
-            lkv_wire_msg_init(&m, LKV_WIRE_DONE);
-            m.id                     = r->wid;
-            m.u.done.finish_reason   = LKV_WIRE_FINISH_ERROR;
-            m.u.done.n_prompt_tokens = r->n_prompt;
-            m.u.done.n_tokens        = r->n_out;
-            m.u.done.error_code      = code;
-            m.u.done.error_message   = msg;
-            if (!r->stream) {
-                static const int32_t none[1] = {0};
-                m.u.done.text         = r->text ? r->text : "";
-                m.u.done.text_len     = (uint32_t)r->text_len;
-                m.u.done.tokens       = r->toks ? r->toks : none;
-                m.u.done.n_out_tokens = r->n_toks;
-            }
-            if (lkv_wire_encode(&m, &c->out) == LKV_OK) {
-                send_client(c, &r->peer, &c->out);
-            }
-        }
+        send_done(c, r, LKV_WIRE_FINISH_ERROR, code, msg, NULL);
         c->n_finished++;
         req_free(c, r);
     }
@@ -1276,27 +1270,8 @@ void lkv_core_shutdown(lkv_core_t *c, const char *reason)
         if (!r->live) {
             continue;
         }
-        if (!r->gone) {
-            lkv_wire_msg_t m;
-            lkv_wire_msg_init(&m, LKV_WIRE_DONE);
-            m.id                     = r->wid;
-            m.u.done.finish_reason   = LKV_WIRE_FINISH_ERROR;
-            m.u.done.n_prompt_tokens = r->n_prompt;
-            m.u.done.n_tokens        = r->n_out;
-            m.u.done.error_code      = LKV_ERR_CANCELLED;
-            m.u.done.error_message   = "server shutting down; retry on "
-                                       "another server";
-            if (!r->stream) {
-                static const int32_t none[1] = {0};
-                m.u.done.text         = r->text ? r->text : "";
-                m.u.done.text_len     = (uint32_t)r->text_len;
-                m.u.done.tokens       = r->toks ? r->toks : none;
-                m.u.done.n_out_tokens = r->n_toks;
-            }
-            if (lkv_wire_encode(&m, &c->out) == LKV_OK) {
-                send_client(c, &r->peer, &c->out);
-            }
-        }
+        send_done(c, r, LKV_WIRE_FINISH_ERROR, LKV_ERR_CANCELLED,
+                  "server shutting down; retry on another server", NULL);
         req_free(c, r);
     }
     for (int i = 0; i < c->n_insts; i++) {
