@@ -21,6 +21,7 @@
 #include "coordinator/core.h"
 #include "coordinator/frontend.h"
 #include "coordinator/metrics_http.h"
+#include "format/model_file.h"
 #include "kernels/kernels.h"
 #include "kvstore/kv_remote_ucx.h"
 #include "transport/zmq_util.h"
@@ -37,7 +38,7 @@ static void usage(FILE *out, bool embedded)
 {
     const char *name = embedded ? "serve" : "coordinator";
     fprintf(out,
-            "usage: layerkv %s --model PATH [options]\n\n", name);
+            "usage: layerkv %s [--model PATH] [options]\n\n", name);
     if (embedded) {
         fprintf(out,
                 "Serve a model: the coordinator and one worker in one "
@@ -52,7 +53,9 @@ static void usage(FILE *out, bool embedded)
     }
     fprintf(out,
         "  --model PATH            model (GGUF, HF directory, llama2.c .bin, "
-        "dummy:CFG)\n"
+        "dummy:CFG;\n"
+        "                          default " LKV_DEFAULT_MODEL ", the bundled "
+        "model, built in)\n"
         "  --tokenizer PATH        tokenizer (required for llama2.c .bin)\n"
         "  --listen ENDPOINT       client endpoint (default "
         "tcp://127.0.0.1:5555)\n"
@@ -328,9 +331,7 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
         return 2;
     }
     if (cc.model_path == NULL) {
-        fprintf(stderr, "layerkv %s: --model PATH is required (see layerkv "
-                        "%s --help)\n", name, name);
-        return 2;
+        cc.model_path = LKV_DEFAULT_MODEL;
     }
     if (embedded && cc.n_instances != 1) {
         return 2;

@@ -13,11 +13,12 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: layerkv inspect --model PATH [--tokenizer PATH] "
+            "usage: layerkv inspect [--model PATH] [--tokenizer PATH] "
             "[--no-tensors]\n\n"
             "Print the model's config and tensor list.\n\n"
             "  -m, --model PATH      model (.gguf, llama2.c .bin, HF dir, "
-            "dummy:CONFIG or dummy:NAME)\n"
+            "dummy:CONFIG or dummy:NAME;\n"
+            "                        default " LKV_DEFAULT_MODEL ")\n"
             "  -t, --tokenizer PATH  tokenizer.bin (llama2.c) or "
             "tokenizer.json\n"
             "      --no-tensors      config only\n"
@@ -48,7 +49,7 @@ int lkv_cmd_inspect(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *model = NULL, *tok_path = NULL;
+    const char *model = LKV_DEFAULT_MODEL, *tok_path = NULL;
     int         tensors = 1, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:t:h", opts, NULL)) != -1) {
@@ -60,7 +61,7 @@ int lkv_cmd_inspect(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (model == NULL || optind < argc) {
+    if (optind < argc) {
         usage(stderr);
         return 2;
     }

@@ -15,12 +15,13 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: layerkv tokenize --model PATH [--tokenizer PATH] "
+            "usage: layerkv tokenize [--model PATH] [--tokenizer PATH] "
             "--text TEXT [options]\n"
-            "       layerkv tokenize --model PATH --decode \"ID ID ...\"\n\n"
+            "       layerkv tokenize [--model PATH] --decode \"ID ID ...\"\n\n"
             "Print the token ids of TEXT, one line, space separated.\n\n"
             "  -m, --model PATH      model (.gguf, llama2.c .bin, HF dir, "
-            "dummy:CONFIG)\n"
+            "dummy:CONFIG;\n"
+            "                        default " LKV_DEFAULT_MODEL ")\n"
             "  -t, --tokenizer PATH  tokenizer.bin (llama2.c) or "
             "tokenizer.json\n"
             "      --text TEXT       text to encode\n"
@@ -47,7 +48,8 @@ int lkv_cmd_tokenize(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *model = NULL, *tok_path = NULL, *text = NULL, *decode = NULL;
+    const char *model = LKV_DEFAULT_MODEL, *tok_path = NULL, *text = NULL,
+               *decode = NULL;
     int         bos = -1;
     bool        special = true, pieces = false;
     int         c;
@@ -66,7 +68,7 @@ int lkv_cmd_tokenize(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (model == NULL || (text == NULL && decode == NULL) || optind < argc) {
+    if ((text == NULL && decode == NULL) || optind < argc) {
         usage(stderr);
         return 2;
     }

@@ -42,9 +42,16 @@ lkv_status_t fmt_mf_new(const char *path, const char *format,
                         lkv_model_file_t **mf_p);
 
 /* mmap `path` read-only into mf (kept until close). Empty files map to a
- * NULL address with len 0. Errors: NOTFOUND, IO, NOMEM (too many maps). */
+ * NULL address with len 0; "builtin:NAME" gives the built-in model's bytes.
+ * Errors: NOTFOUND, IO, NOMEM (too many maps). */
 lkv_status_t fmt_mf_map(lkv_model_file_t *mf, const char *path,
                         const uint8_t **data_p, size_t *len_p);
+
+/* The bytes of built-in model `name` (the part after "builtin:"; the
+ * build's LKV_EMBED_MODEL), borrowed for the life of the process. false if
+ * this build has no such model. */
+bool fmt_builtin_model(const char *name, const uint8_t **data_p,
+                       size_t *len_p);
 
 /* calloc bytes owned by mf (freed at close). */
 lkv_status_t fmt_mf_alloc(lkv_model_file_t *mf, size_t bytes, void **p);

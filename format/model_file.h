@@ -14,6 +14,9 @@
  *                          format/dummy.c). dummy:NAME for built-ins: tiny,
  *                          110m, llama2-7b, llama2-13b, llama2-70b,
  *                          llama3-8b, mistral-7b, qwen2-7b
+ *   builtin:stories260K    the bundled model (models/stories260K), built
+ *                          into the binary (LKV_DEFAULT_MODEL: what every
+ *                          command loads when given no --model)
  * RoPE: GGUF llama/mistral and llama2.c use adjacent pairs (their Q/K are
  * stored permuted for it); GGUF qwen2 and every HF safetensors model use
  * rotate-half (LKV_ROPE_HALVES), nothing is permuted.
@@ -47,6 +50,11 @@ extern "C" {
 #endif
 
 #define LKV_MAX_STOP_IDS 8
+
+/* The model commands load when given no --model: the bundled stories260K,
+ * built into the binary (format/builtin_model.c). */
+#define LKV_BUILTIN_PREFIX "builtin:"
+#define LKV_DEFAULT_MODEL  "builtin:stories260K"
 
 typedef enum {
     LKV_ROPE_SCALING_NONE   = 0,

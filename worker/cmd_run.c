@@ -25,7 +25,7 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-        "usage: layerkv run --model PATH [options]\n"
+        "usage: layerkv run [--model PATH] --prompt TEXT [options]\n"
         "\n"
         "Generate text offline: every prompt is admitted at once and run with\n"
         "continuous batching. With one prompt the continuation streams to\n"
@@ -34,7 +34,9 @@ static void usage(FILE *out)
         "\n"
         "model:\n"
         "  --model PATH          GGUF file, HF safetensors directory, llama2.c\n"
-        "                        .bin checkpoint, or dummy:CONFIG.json\n"
+        "                        .bin checkpoint, dummy:CONFIG.json, or\n"
+        "                        " LKV_DEFAULT_MODEL " (the default: the bundled\n"
+        "                        model, built into this binary)\n"
         "  --tokenizer PATH      tokenizer (required for llama2.c .bin)\n"
         "prompts:\n"
         "  --prompt TEXT         a prompt (repeatable)\n"
@@ -475,10 +477,7 @@ int lkv_cmd_run(int argc, char **argv)
         goto out;
     }
     if (model_path == NULL) {
-        fprintf(stderr, "layerkv run: --model PATH is required (see layerkv "
-                        "run --help)\n");
-        rc = 2;
-        goto out;
+        model_path = LKV_DEFAULT_MODEL;
     }
     if (n_prompts == 0) {
         fprintf(stderr, "layerkv run: no prompt: give --prompt TEXT or "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run_golden.sh - `layerkv run` prints the stories260K greedy golden from the
-# GGUF and the llama2.c files, with layer offload (stream and reload, tight
-# device pool, emulated link), and with several prompts at once.
+# GGUF and the llama2.c files and from the built-in default model, with
+# layer offload (stream and reload, tight device pool, emulated link), and
+# with several prompts at once.
 # usage: run_golden.sh LAYERKV_BINARY SOURCE_DIR
 set -u
 bin=${1:?layerkv binary}
@@ -31,6 +32,7 @@ expect_golden() { # name, args...
 }
 
 expect_golden gguf --model "$m/stories260K.gguf"
+expect_golden builtin-default   # no --model: the bundled GGUF, built in
 expect_golden llama2c --model "$m/stories260K.bin" --tokenizer "$m/tok512.bin"
 expect_golden interleave-stream --model "$m/stories260K.gguf" \
     --offload-layers interleave --decode-offloaded stream

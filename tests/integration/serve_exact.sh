@@ -50,12 +50,17 @@ for policy in layerkv baseline; do
 done
 
 # separate processes: coordinator + workers, over tcp:// (two instances,
-# two worker processes: the router spreads requests) and ipc:// (one)
+# two worker processes: the router spreads requests) and ipc:// (one; no
+# --model: the built-in default, which must match the bundled file's refs)
 for wt in tcp ipc; do
     port=$(free_port); mport=$(free_port)
     ep="tcp://127.0.0.1:$port"
-    if [ $wt = tcp ]; then wep="tcp://127.0.0.1:$(free_port)"; n_inst=2; else wep="ipc://$tmp/workers.ipc"; n_inst=1; fi
-    start_bg "coord-$wt" "$lkv" coordinator --model "$model" --listen "$ep" --workers-listen "$wep" \
+    if [ $wt = tcp ]; then
+        wep="tcp://127.0.0.1:$(free_port)"; n_inst=2; model_args=(--model "$model")
+    else
+        wep="ipc://$tmp/workers.ipc"; n_inst=1; model_args=()
+    fi
+    start_bg "coord-$wt" "$lkv" coordinator "${model_args[@]}" --listen "$ep" --workers-listen "$wep" \
         --metrics-listen "127.0.0.1:$mport" --policy layerkv --device-kv-blocks $dev_blocks \
         --n-instances $n_inst
     coord=$last_pid

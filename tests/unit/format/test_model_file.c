@@ -256,6 +256,62 @@ static void gguf_stories260k_matches_llama2c(void **state)
     lkv_model_file_close(&b);
 }
 
+/* The default model is the bundled GGUF built into the binary: the same
+ * config, tokenizer and bytes as the file; other builtin: names are a clear
+ * NOTFOUND. */
+static void builtin_default_is_the_bundled_gguf(void **state)
+{
+    lkv_model_file_t *g = NULL, *f = NULL;
+    (void)state;
+#ifdef LKV_EMBED_MODEL
+    assert_int_equal(lkv_model_file_open(LKV_DEFAULT_MODEL, NULL, &g), LKV_OK);
+    assert_int_equal(lkv_model_file_open(GGUF, NULL, &f), LKV_OK);
+    assert_string_equal(lkv_model_file_format(g), "gguf");
+    const lkv_model_config_t *cg = lkv_model_file_config(g);
+    const lkv_model_config_t *cf = lkv_model_file_config(f);
+    assert_int_equal(cg->dim, cf->dim);
+    assert_int_equal(cg->n_layers, cf->n_layers);
+    assert_int_equal(cg->vocab_size, cf->vocab_size);
+    assert_int_equal(cg->max_seq_len, cf->max_seq_len);
+    assert_int_equal(cg->n_stop_ids, cf->n_stop_ids);
+    assert_int_equal(lkv_model_file_weight_bytes(g),
+                     lkv_model_file_weight_bytes(f));
+    const lkv_model_tensors_t *tg = lkv_model_file_tensors(g);
+    const lkv_model_tensors_t *tf = lkv_model_file_tensors(f);
+    assert_memory_equal(tg->tok_embd.data, tf->tok_embd.data,
+                        tensor_bytes(&tf->tok_embd));
+    assert_memory_equal(tg->output.data, tf->output.data,
+                        tensor_bytes(&tf->output));
+    for (int l = 0; l < cf->n_layers; l++) {
+        assert_memory_equal(tg->layers[l].wq.data, tf->layers[l].wq.data,
+                            tensor_bytes(&tf->layers[l].wq));
+        assert_memory_equal(tg->layers[l].w_down.data,
+                            tf->layers[l].w_down.data,
+                            tensor_bytes(&tf->layers[l].w_down));
+        /* aligned like an mmap of the file */
+        assert_int_equal((uintptr_t)tg->layers[l].wq.data % 32, 0);
+    }
+    const char *text = "Tom and his dog";
+    int32_t     ids_g[64], ids_f[64];
+    int         n_g = 0, n_f = 0;
+    assert_int_equal(lkv_tok_encode(lkv_model_file_tokenizer(g), text,
+                                    strlen(text), true, true, ids_g, 64, &n_g),
+                     LKV_OK);
+    assert_int_equal(lkv_tok_encode(lkv_model_file_tokenizer(f), text,
+                                    strlen(text), true, true, ids_f, 64, &n_f),
+                     LKV_OK);
+    assert_true(n_g > 1);
+    assert_int_equal(n_g, n_f);
+    assert_memory_equal(ids_g, ids_f, (size_t)n_g * sizeof(int32_t));
+    lkv_model_file_close(&g);
+    lkv_model_file_close(&f);
+#else
+    print_message("built with LKV_EMBED_MODEL=OFF: no built-in model\n");
+    expect_open(LKV_DEFAULT_MODEL, NULL, LKV_ERR_NOTFOUND);
+#endif
+    expect_open("builtin:no-such-model", NULL, LKV_ERR_NOTFOUND);
+}
+
 static void gguf_truncated_at_many_offsets_fails_cleanly(void **state)
 {
     char    *d = scratch_dir();
@@ -664,6 +720,7 @@ int main(void)
         cmocka_unit_test(llama2c_finds_sibling_tokenizer),
         cmocka_unit_test(llama2c_truncated_or_corrupt_fails_cleanly),
         cmocka_unit_test(gguf_stories260k_matches_llama2c),
+        cmocka_unit_test(builtin_default_is_the_bundled_gguf),
         cmocka_unit_test(gguf_truncated_at_many_offsets_fails_cleanly),
         cmocka_unit_test(gguf_corrupt_header_fails_cleanly),
         cmocka_unit_test(hf_fixtures_load),
