@@ -28,7 +28,7 @@ expect() { # name, exit code, stderr pattern, args...
     grep -q -- '--decode-offloaded' "$tmp/out" && grep -q -- '--link-gbps' "$tmp/out" ||
     { echo "FAIL --help"; fail=1; }
 
-expect no-model 2 "--model PATH is required" --prompt hi
+expect unknown-builtin 1 "no such built-in model" --model builtin:nope --prompt hi
 expect no-prompt 2 "no prompt" --model "$m"
 expect missing-model 1 "cannot open model" --model "$tmp/nope.gguf" --prompt hi
 expect bad-flag 2 "unknown or incomplete option" --model "$m" --prompt hi --bogus
