@@ -17,31 +17,40 @@ struct lkv_kv_pool {
     int                 have_remote;
 };
 
+/* Largest host buffer of zeros zero_pools uploads from at a time. */
+#define ZERO_CHUNK_BYTES ((size_t)16 << 20)
+
 /* Layer-blocks go to a remote tier whole, the unwritten tail of a partly
  * filled block included: start both pools zeroed so that no stale process
  * memory ever leaves the node (and memory checkers see defined bytes). The
- * device pool is written through the backend (one upload from zero pages). */
+ * device pool is written through the backend, from one bounded buffer of
+ * zeros (a GPU pool can be far larger than spare host memory). */
 static lkv_status_t zero_pools(lkv_kv_pool_t *p)
 {
-    size_t dev = (size_t)p->n_blocks[LKV_KV_TIER_DEVICE] * p->block_bytes;
+    size_t       dev   = (size_t)p->n_blocks[LKV_KV_TIER_DEVICE] * p->block_bytes;
+    size_t       chunk = dev < ZERO_CHUNK_BYTES ? dev : ZERO_CHUNK_BYTES;
+    uint8_t     *base  = p->base[LKV_KV_TIER_DEVICE];
+    void        *zero;
+    lkv_status_t st = LKV_OK;
 
     if (p->base[LKV_KV_TIER_HOST] != NULL) {
         memset(p->base[LKV_KV_TIER_HOST], 0,
                (size_t)p->n_blocks[LKV_KV_TIER_HOST] * p->block_bytes);
     }
-    if (dev > 0) {
-        void        *zero = calloc(1, dev);
-        lkv_status_t st;
-
-        if (zero == NULL) {
-            return LKV_ERR_NOMEM;
-        }
-        st = LKV_KERN_CALL(p->be, mem_upload, p->base[LKV_KV_TIER_DEVICE],
-                           zero, dev);
-        free(zero);
-        return st;
+    if (dev == 0) {
+        return LKV_OK;
     }
-    return LKV_OK;
+    zero = calloc(1, chunk);
+    if (zero == NULL) {
+        return LKV_ERR_NOMEM;
+    }
+    for (size_t off = 0; off < dev && st == LKV_OK; off += chunk) {
+        size_t n = dev - off < chunk ? dev - off : chunk;
+
+        st = LKV_KERN_CALL(p->be, mem_upload, base + off, zero, n);
+    }
+    free(zero);
+    return st;
 }
 
 lkv_status_t lkv_kv_pool_create(lkv_kern_backend_t *be,
