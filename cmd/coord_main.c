@@ -195,6 +195,7 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
     };
     const char *name = embedded ? "serve" : "coordinator";
     lkv_core_config_t cc = lkv_core_config_default();
+    cc.model_path        = LKV_DEFAULT_MODEL;
     const char *listen = "tcp://127.0.0.1:5555", *mlisten = "127.0.0.1:9090";
     const char *wlisten = "tcp://127.0.0.1:5556", *backend = "cpu";
     double      link_gbps = 0, d = 0;
@@ -329,9 +330,6 @@ int lkv_coord_main(int argc, char **argv, bool embedded)
         fprintf(stderr, "layerkv %s: unexpected argument '%s'\n", name,
                 argv[optind]);
         return 2;
-    }
-    if (cc.model_path == NULL) {
-        cc.model_path = LKV_DEFAULT_MODEL;
     }
     if (embedded && cc.n_instances != 1) {
         return 2;

@@ -12,6 +12,8 @@
  */
 #include <string.h>
 
+#define LKV_LOG_MODULE "format"
+#include "common/log.h"
 #include "format/fmt_impl.h"
 
 #ifdef LKV_BUILTIN_GGUF
@@ -25,20 +27,23 @@ extern const uint8_t lkv_builtin_stories260k[];
 extern const uint8_t lkv_builtin_stories260k_end[];
 #endif
 
-bool fmt_builtin_model(const char *name, const uint8_t **data_p,
-                       size_t *len_p)
+lkv_status_t fmt_builtin_model(const char *path, const uint8_t **data_p,
+                               size_t *len_p)
 {
 #ifdef LKV_BUILTIN_GGUF
-    if (strcmp(name, "stories260K") == 0) {
+    if (strcmp(path, LKV_DEFAULT_MODEL) == 0) {
         *data_p = lkv_builtin_stories260k;
         *len_p  = (size_t)(lkv_builtin_stories260k_end -
                           lkv_builtin_stories260k);
-        return true;
+        return LKV_OK;
     }
+    LKV_LOG_ERROR("%s: no such built-in model (this build has only "
+                  LKV_DEFAULT_MODEL ")", path);
 #else
-    (void)name;
     (void)data_p;
     (void)len_p;
+    LKV_LOG_ERROR("%s: no built-in model in this build (configured with "
+                  "-DLKV_EMBED_MODEL=OFF); give --model PATH", path);
 #endif
-    return false;
+    return LKV_ERR_NOTFOUND;
 }

@@ -47,11 +47,11 @@ lkv_status_t fmt_mf_new(const char *path, const char *format,
 lkv_status_t fmt_mf_map(lkv_model_file_t *mf, const char *path,
                         const uint8_t **data_p, size_t *len_p);
 
-/* The bytes of built-in model `name` (the part after "builtin:"; the
- * build's LKV_EMBED_MODEL), borrowed for the life of the process. false if
- * this build has no such model. */
-bool fmt_builtin_model(const char *name, const uint8_t **data_p,
-                       size_t *len_p);
+/* The bytes of built-in model `path` ("builtin:NAME"; the build's
+ * LKV_EMBED_MODEL), borrowed for the life of the process. NOTFOUND (logged,
+ * naming what this build has) for any other name. */
+lkv_status_t fmt_builtin_model(const char *path, const uint8_t **data_p,
+                               size_t *len_p);
 
 /* calloc bytes owned by mf (freed at close). */
 lkv_status_t fmt_mf_alloc(lkv_model_file_t *mf, size_t bytes, void **p);

@@ -52,21 +52,16 @@ lkv_status_t fmt_mf_new(const char *path, const char *format,
     return LKV_OK;
 }
 
+static bool is_builtin(const char *path)
+{
+    return strncmp(path, LKV_BUILTIN_PREFIX, strlen(LKV_BUILTIN_PREFIX)) == 0;
+}
+
 lkv_status_t fmt_mf_map(lkv_model_file_t *mf, const char *path,
                         const uint8_t **data_p, size_t *len_p)
 {
-    if (strncmp(path, LKV_BUILTIN_PREFIX, strlen(LKV_BUILTIN_PREFIX)) == 0) {
-        if (!fmt_builtin_model(path + strlen(LKV_BUILTIN_PREFIX), data_p,
-                               len_p)) {
-            LKV_LOG_ERROR("%s: no such built-in model (this build has %s)",
-                          path,
-                          fmt_builtin_model("stories260K", data_p, len_p)
-                              ? "only " LKV_DEFAULT_MODEL
-                              : "none: it was configured with "
-                                "-DLKV_EMBED_MODEL=OFF");
-            return LKV_ERR_NOTFOUND;
-        }
-        return LKV_OK;
+    if (is_builtin(path)) {
+        return fmt_builtin_model(path, data_p, len_p);
     }
     if (mf->n_maps >= FMT_MAX_MAPS) {
         LKV_LOG_ERROR("%s: too many files to map (max %d)", path,
@@ -259,8 +254,7 @@ lkv_status_t lkv_model_file_open(const char *path, const char *tokenizer_path,
         format  = "dummy";
         open_fn = fmt_open_dummy;
         arg     = path + 6;
-    } else if (strncmp(path, LKV_BUILTIN_PREFIX,
-                       strlen(LKV_BUILTIN_PREFIX)) == 0) {
+    } else if (is_builtin(path)) {
         format  = "gguf";
         open_fn = fmt_open_gguf;
     } else if (is_dir(path)) {

@@ -295,7 +295,7 @@ static layer_t *live_layer(const lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
         return NULL;
     }
     if (tb_p != NULL) {
-        *tb_p   = &a->slots[s].tables[layer];
+        *tb_p = &a->slots[s].tables[layer];
     }
     return &a->slots[s].layers[layer];
 }
@@ -737,8 +737,8 @@ lkv_status_t lkv_kv_append_all(lkv_kv_alloc_t *a, uint64_t seq_id,
 /* ---- move / stage ---------------------------------------------------------- */
 
 /* Layer `layer` of sequence seq_id (and its slot and table) with no copy
- * in flight: INVALID (layer
- * out of range), NOTFOUND (no such sequence), BUSY (a copy is in flight). */
+ * in flight: INVALID (layer out of range), NOTFOUND (no such sequence),
+ * BUSY (a copy is in flight). */
 static lkv_status_t idle_layer(lkv_kv_alloc_t *a, uint64_t seq_id, int layer,
                                slot_t **slot_p, layer_t **ly_p,
                                table_t **tb_p)

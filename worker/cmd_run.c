@@ -296,7 +296,7 @@ int lkv_cmd_run(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char         *model_path = NULL, *tok_path = NULL;
+    const char         *model_path = LKV_DEFAULT_MODEL, *tok_path = NULL;
     const char         *backend    = "cpu";
     const char         *offload_s  = "none";
     char              **prompts    = NULL;
@@ -475,9 +475,6 @@ int lkv_cmd_run(int argc, char **argv)
                 argv[optind]);
         rc = 2;
         goto out;
-    }
-    if (model_path == NULL) {
-        model_path = LKV_DEFAULT_MODEL;
     }
     if (n_prompts == 0) {
         fprintf(stderr, "layerkv run: no prompt: give --prompt TEXT or "
